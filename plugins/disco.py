@@ -1,0 +1,86 @@
+"""XEP-0030 Service Discovery: info and items for the domain and, on their behalf, accounts.
+
+The feature list is built from what the loaded plugins declare, so disco never claims a
+feature that is not running.
+"""
+
+from __future__ import annotations
+
+from twisted.words.xish.domish import Element
+
+from xmppd import stanza as st
+from xmppd.errors import StanzaError
+from xmppd.iq import IqRequest
+from xmppd.plugin import Plugin
+
+NS_INFO = "http://jabber.org/protocol/disco#info"
+NS_ITEMS = "http://jabber.org/protocol/disco#items"
+
+
+class Disco(Plugin):
+    name = "disco"
+    specs = ("XEP-0030 2.5rc3",)
+    features = (NS_INFO, NS_ITEMS)
+    account_features = (NS_INFO, NS_ITEMS)
+    identities = (("server", "im", "xmppd"),)
+
+    def setup(self) -> None:
+        self.host.iq("get", NS_INFO, "query", self.host_info)
+        self.host.iq("get", NS_ITEMS, "query", self.host_items)
+        self.host.iq("get", NS_INFO, "query", self.account_info, scope="account")
+        self.host.iq("get", NS_ITEMS, "query", self.account_items, scope="account")
+        self.items: list[tuple[str, str]] = []
+        self.extensions: list[Element] = []
+
+    def add_item(self, jid: str, name: str = "") -> None:
+        """Advertise a service (conference.<domain>, upload.<domain>) in disco#items."""
+        self.items.append((jid, name))
+
+    def add_extension(self, form: Element) -> None:
+        """XEP-0128: a data form added to the server's disco#info (e.g. XEP-0157 contacts)."""
+        self.extensions.append(form)
+
+    def info(self) -> Element:
+        """The server's disco#info query element (also used for XEP-0115 caps)."""
+        q = st.make("query", NS_INFO)
+        for category, type_, name in self.host.all_identities():
+            attrs = {"category": category, "type": type_}
+            if name:
+                attrs["name"] = name
+            st.add(q, "identity", NS_INFO, attrs=attrs)
+        for var in self.host.all_features():
+            st.add(q, "feature", NS_INFO, attrs={"var": var})
+        for form in self.extensions:
+            st.append(q, st.copy(form))
+        return q
+
+    def host_info(self, req: IqRequest) -> Element:
+        node = req.payload.getAttribute("node")
+        if node:
+            raise StanzaError("item-not-found")
+        return self.info()
+
+    def host_items(self, req: IqRequest) -> Element:
+        if req.payload.getAttribute("node"):
+            raise StanzaError("item-not-found")
+        q = st.make("query", NS_ITEMS)
+        for jid, name in sorted(self.items):
+            attrs = {"jid": jid}
+            if name:
+                attrs["name"] = name
+            st.add(q, "item", NS_ITEMS, attrs=attrs)
+        return q
+
+    def account_info(self, req: IqRequest) -> Element:
+        if req.payload.getAttribute("node"):
+            raise StanzaError("item-not-found")
+        q = st.make("query", NS_INFO)
+        st.add(q, "identity", NS_INFO, attrs={"category": "account", "type": "registered"})
+        for var in self.host.all_account_features():
+            st.add(q, "feature", NS_INFO, attrs={"var": var})
+        return q
+
+    def account_items(self, req: IqRequest) -> Element:
+        if req.payload.getAttribute("node"):
+            raise StanzaError("item-not-found")
+        return st.make("query", NS_ITEMS)

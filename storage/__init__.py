@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core over SQLite (default), PostgreSQL and MySQL/MariaDB."""

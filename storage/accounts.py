@@ -1,0 +1,110 @@
+"""Accounts and their SCRAM credentials."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, delete, insert, select
+from twisted.internet.defer import Deferred
+
+from storage.schema import USER_TABLES, accounts, credentials
+from storage.sql import Database
+
+if TYPE_CHECKING:
+    from storage.base import Credentials
+
+
+class AccountStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def exists(self, host: str, username: str) -> Deferred[bool]:
+        def q(conn: Connection) -> bool:
+            row = conn.execute(
+                select(accounts.c.username).where(
+                    accounts.c.host == host, accounts.c.username == username)
+            ).first()
+            return row is not None
+
+        return self.db.read(q)
+
+    def create(self, host: str, username: str, creds: list[Credentials]) -> Deferred[bool]:
+        """Create the account; False if it already exists (nothing is changed then)."""
+
+        def q(conn: Connection) -> bool:
+            found = conn.execute(
+                select(accounts.c.username).where(
+                    accounts.c.host == host, accounts.c.username == username)
+            ).first()
+            if found is not None:
+                return False
+            conn.execute(insert(accounts).values(host=host, username=username,
+                                                 created=int(time.time())))
+            _put_credentials(conn, host, username, creds)
+            return True
+
+        return self.db.write(q)
+
+    def set_credentials(self, host: str, username: str, creds: list[Credentials]) -> Deferred[bool]:
+        def q(conn: Connection) -> bool:
+            found = conn.execute(
+                select(accounts.c.username).where(
+                    accounts.c.host == host, accounts.c.username == username)
+            ).first()
+            if found is None:
+                return False
+            _put_credentials(conn, host, username, creds)
+            return True
+
+        return self.db.write(q)
+
+    def get_credentials(self, host: str, username: str) -> Deferred[dict[str, Credentials]]:
+        from storage.base import Credentials
+
+        def q(conn: Connection) -> dict[str, Credentials]:
+            rows = conn.execute(
+                select(credentials).where(
+                    credentials.c.host == host, credentials.c.username == username)
+            ).all()
+            return {
+                r.mechanism: Credentials(r.mechanism, bytes(r.salt), r.iterations,
+                                         bytes(r.stored_key), bytes(r.server_key))
+                for r in rows
+            }
+
+        return self.db.read(q)
+
+    def delete(self, host: str, username: str) -> Deferred[bool]:
+        """Delete the account and every per-user row (schema.USER_TABLES), in one transaction."""
+
+        def q(conn: Connection) -> bool:
+            found = False
+            for table in USER_TABLES:
+                n = conn.execute(delete(table).where(
+                    table.c.host == host, table.c.username == username)).rowcount
+                if table is accounts:
+                    found = bool(n)
+            return found
+
+        return self.db.write(q)
+
+    def list(self, host: str | None = None) -> Deferred[list[tuple[str, str]]]:
+        def q(conn: Connection) -> list[tuple[str, str]]:
+            stmt = select(accounts.c.host, accounts.c.username).order_by(
+                accounts.c.host, accounts.c.username)
+            if host is not None:
+                stmt = stmt.where(accounts.c.host == host)
+            return [(r.host, r.username) for r in conn.execute(stmt)]
+
+        return self.db.read(q)
+
+
+def _put_credentials(conn: Connection, host: str, username: str,
+                     creds: list[Credentials]) -> None:
+    conn.execute(delete(credentials).where(
+        credentials.c.host == host, credentials.c.username == username))
+    for c in creds:
+        conn.execute(insert(credentials).values(
+            host=host, username=username, mechanism=c.mechanism, salt=c.salt,
+            iterations=c.iterations, stored_key=c.stored_key, server_key=c.server_key))

@@ -1,0 +1,37 @@
+"""What the rest of the server sees of storage: value types and the ``Storage`` facade.
+
+Plugins reach storage through ``host.storage``; each attribute is a store with async
+methods (Deferreds) that have committed by the time they fire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.accounts import AccountStore
+from storage.kv import KVStore
+from storage.sql import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """SCRAM verifier for one hash (RFC 5802 §3): never the password itself."""
+
+    mechanism: str
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+class Storage:
+    """All stores over one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.accounts = AccountStore(db)
+        self.kv = KVStore(db)
+
+    @classmethod
+    def from_url(cls, url: str, pool_size: int = 8) -> Storage:
+        return cls(Database(url, pool_size))

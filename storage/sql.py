@@ -1,0 +1,112 @@
+"""Engine set-up and the bridge that runs blocking SQLAlchemy work in a thread pool.
+
+Every call commits before its Deferred fires, so code that acknowledges something after
+``await db.write(...)`` knows the row is durable (ARCHITECTURE principle 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+
+class Database:
+    """One engine + one thread pool. ``read``/``write`` return Deferreds fired on the reactor."""
+
+    def __init__(self, url: str, pool_size: int = 8, sqlite_synchronous: str = "FULL") -> None:
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.engine = self._make_engine(pool_size, sqlite_synchronous)
+        # SQLite allows one writer; a single worker serialises writes without lock waits.
+        workers = 1 if self.dialect == "sqlite" else pool_size
+        self.pool = ThreadPool(minthreads=1, maxthreads=workers, name="xmppd-db")
+        self._reactor: Any = None
+
+    def _make_engine(self, pool_size: int, synchronous: str) -> Engine:
+        if self.dialect == "sqlite":
+            database = self.url.database or ""
+            memory = database in ("", ":memory:")
+            if not memory:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+            if memory:
+                kwargs["poolclass"] = StaticPool
+            engine = create_engine(self.url, **kwargs)
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                if not memory:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute(f"PRAGMA synchronous={synchronous}")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            return engine
+        if self.dialect in ("mysql", "mariadb"):
+            url = self.url
+            if "charset" not in url.query:
+                url = url.update_query_dict({"charset": "utf8mb4"})
+            return create_engine(url, pool_size=pool_size, pool_pre_ping=True,
+                                 pool_recycle=3600)
+        return create_engine(self.url, pool_size=pool_size, pool_pre_ping=True)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self._reactor = reactor
+        if not self.pool.started:
+            self.pool.start()
+
+    def stop(self) -> None:
+        if self.pool.started:
+            self.pool.stop()
+        self.engine.dispose()
+
+    def migrate(self) -> None:
+        """Apply Alembic migrations up to head (blocking; call before serving)."""
+        from storage.migrate import upgrade
+
+        upgrade(self.engine)
+
+    # -- work ---------------------------------------------------------------------------
+    def _run(self, fn: Callable[[], T]) -> defer.Deferred[T]:
+        if self._reactor is None:
+            # Not started (CLI one-shot use or tests without a reactor): run inline.
+            try:
+                return defer.succeed(fn())
+            except Exception:
+                return defer.fail()
+        return threads.deferToThreadPool(self._reactor, self.pool, fn)
+
+    def read(self, fn: Callable[[Connection], T]) -> defer.Deferred[T]:
+        def work() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        return self._run(work)
+
+    def write(self, fn: Callable[[Connection], T]) -> defer.Deferred[T]:
+        """Run ``fn`` in a transaction, committed before the Deferred fires."""
+
+        def work() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return self._run(work)
+
+    def call(self, fn: Callable[[], T]) -> defer.Deferred[T]:
+        """Run any blocking function in the pool (e.g. PBKDF2)."""
+        return self._run(fn)

@@ -1,0 +1,240 @@
+"""Core server through the front door: slixmpp over STARTTLS and Direct TLS (RFC 6120/6121)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.conftest import start_server
+from tests.support.ca import CertAuthority
+from tests.support.client import connect, run
+from tests.support.raw import RawStream
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"])
+@pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "directtls"])
+def test_login_each_mechanism(server: ServerProcess, mechanism: str, direct_tls: bool) -> None:
+    jid, _ = server.new_user()
+
+    async def body() -> None:
+        c = await connect(server, jid + "/r1", mechanism=mechanism, direct_tls=direct_tls)
+        assert str(c.boundjid) == jid + "/r1"
+        assert c.is_connected()
+        await c.close()
+
+    run(body())
+
+
+def test_wrong_password_is_refused(server: ServerProcess) -> None:
+    jid, _ = server.new_user()
+
+    async def body() -> None:
+        with pytest.raises(PermissionError):
+            await connect(server, jid, password="not-the-password")
+        # The account still works afterwards: nothing stored was affected.
+        c = await connect(server, jid)
+        await c.close()
+
+    run(body())
+
+
+def test_unknown_user_is_refused_like_a_wrong_password(server: ServerProcess) -> None:
+    async def body() -> None:
+        with pytest.raises(PermissionError):
+            await connect(server, "nobody-here@localhost", password="x")
+
+    run(body())
+
+
+def test_hundred_messages_in_order(server: ServerProcess) -> None:
+    a, _ = server.new_user("a")
+    b, _ = server.new_user("b")
+
+    async def body() -> None:
+        ca = await connect(server, a + "/x")
+        cb = await connect(server, b + "/y")
+        for i in range(100):
+            ca.send_message(mto=b, mbody=f"msg {i}", mtype="chat")
+        got = [await cb.next_message(where=lambda m: m["type"] == "chat") for _ in range(100)]
+        assert [m["body"] for m in got] == [f"msg {i}" for i in range(100)]
+        assert all(str(m["from"]) == a + "/x" for m in got)
+        # and back
+        for i in range(100):
+            cb.send_message(mto=a + "/x", mbody=f"re {i}", mtype="chat")
+        back = [await ca.next_message(where=lambda m: m["type"] == "chat") for _ in range(100)]
+        assert [m["body"] for m in back] == [f"re {i}" for i in range(100)]
+        await ca.close()
+        await cb.close()
+
+    run(body())
+
+
+def test_from_is_stamped_and_cannot_be_spoofed(server: ServerProcess) -> None:
+    a, _ = server.new_user("a")
+    b, _ = server.new_user("b")
+    victim, _ = server.new_user("v")
+
+    async def body() -> None:
+        ca = await connect(server, a + "/x")
+        cb = await connect(server, b + "/y")
+        ca.send_message(mto=b, mbody="no from")
+        msg = await cb.next_message()
+        assert str(msg["from"]) == a + "/x"
+        # Claiming another user's JID costs the stream (RFC 6120 §8.1.2.1 invalid-from).
+        ca.send_raw(f"<message to='{b}' from='{victim}/evil' type='chat'><body>spoof</body>"
+                    "</message>")
+        await asyncio.wait_for(ca.gone, 10)
+        assert "invalid-from" in ca.stream_errors
+        with pytest.raises(asyncio.TimeoutError):
+            await cb.next_message(timeout=1.0)
+        await cb.close()
+
+    run(body())
+
+
+def test_bare_jid_message_reaches_all_top_priority_resources(server: ServerProcess) -> None:
+    a, _ = server.new_user("a")
+    b, _ = server.new_user("b")
+
+    async def body() -> None:
+        sender = await connect(server, a + "/s")
+        hi1 = await connect(server, b + "/hi1", priority=5)
+        hi2 = await connect(server, b + "/hi2", priority=5)
+        low = await connect(server, b + "/low", priority=1)
+        neg = await connect(server, b + "/neg", priority=-1)
+        sender.send_message(mto=b, mbody="to the bare JID", mtype="chat")
+        for c in (hi1, hi2):
+            m = await c.next_message(where=lambda m: m["type"] == "chat")
+            assert m["body"] == "to the bare JID"
+        for c in (low, neg):
+            with pytest.raises(asyncio.TimeoutError):
+                await c.next_message(timeout=0.7, where=lambda m: m["type"] == "chat")
+        # A full JID reaches exactly that resource, even with negative priority.
+        sender.send_message(mto=b + "/neg", mbody="direct", mtype="chat")
+        m = await neg.next_message(where=lambda m: m["type"] == "chat")
+        assert m["body"] == "direct"
+        for c in (sender, hi1, hi2, low, neg):
+            await c.close()
+
+    run(body())
+
+
+def test_message_to_offline_user_and_unknown_user_bounces(server: ServerProcess) -> None:
+    a, _ = server.new_user("a")
+    offline, _ = server.new_user("off")
+
+    async def body() -> None:
+        ca = await connect(server, a + "/x")
+        for to in (offline, "no-such-user@localhost", "someone@unknown.invalid"):
+            ca.send_message(mto=to, mbody="hello?", mtype="chat")
+            err = await ca.next_message(where=lambda m: m["type"] == "error")
+            assert str(err["from"]).split("/")[0] == to
+            assert err["error"]["condition"] in ("service-unavailable",
+                                                  "remote-server-not-found")
+            assert err["body"] == "hello?"
+        await ca.close()
+
+    run(body())
+
+
+def test_resource_conflict_kicks_older_session(server: ServerProcess) -> None:
+    jid, _ = server.new_user()
+
+    async def body() -> None:
+        old = await connect(server, jid + "/same")
+        new = await connect(server, jid + "/same")
+        await asyncio.wait_for(old.gone, 10)
+        assert "conflict" in old.stream_errors
+        assert str(new.boundjid) == jid + "/same"
+        pong = await new.plugin["xep_0199"].send_ping("localhost", timeout=5)
+        assert pong is not None
+        await new.close()
+
+    run(body())
+
+
+def test_server_generates_resource_when_none_is_asked(server: ServerProcess) -> None:
+    jid, _ = server.new_user()
+
+    async def body() -> None:
+        c = await connect(server, jid)
+        assert c.boundjid.bare == jid and c.boundjid.resource
+        await c.close()
+
+    run(body())
+
+
+def test_iq_to_unknown_full_jid_and_unknown_namespace(server: ServerProcess) -> None:
+    a, _ = server.new_user("a")
+    b, _ = server.new_user("b")
+
+    async def body() -> None:
+        c = await connect(server, a + "/x")
+        iq = c.make_iq_get(queryxmlns="urn:xmpp:ping", ito=b + "/gone")
+        from slixmpp.exceptions import IqError
+
+        with pytest.raises(IqError) as exc:
+            await iq.send(timeout=5)
+        assert exc.value.condition == "service-unavailable"
+        iq = c.make_iq_get(queryxmlns="urn:example:nothing", ito="localhost")
+        with pytest.raises(IqError) as exc:
+            await iq.send(timeout=5)
+        assert exc.value.condition == "service-unavailable"
+        await c.close()
+
+    run(body())
+
+
+def test_ping_disco_version_time(server: ServerProcess) -> None:
+    jid, _ = server.new_user()
+
+    async def body() -> None:
+        c = await connect(server, jid, plugins=("xep_0092", "xep_0202"))
+        rtt = await c.plugin["xep_0199"].ping("localhost", timeout=5)
+        assert rtt is not None
+        info = await c.plugin["xep_0030"].get_info(jid="localhost")
+        features = set(info["disco_info"]["features"])
+        assert {"urn:xmpp:ping", "jabber:iq:version", "urn:xmpp:time",
+                "http://jabber.org/protocol/disco#info"} <= features
+        assert ("server", "im", "xmppd", None) in set(info["disco_info"]["identities"]) or any(
+            i[0] == "server" and i[1] == "im" for i in info["disco_info"]["identities"])
+        ver = await c.plugin["xep_0092"].get_version("localhost")
+        assert ver["software_version"]["name"] == "xmppd"
+        t = await c.plugin["xep_0202"].get_entity_time("localhost")
+        # Read the raw element: slixmpp's get_utc appends a second 'Z' to the XEP-0082 value.
+        utc = t.xml.find("{urn:xmpp:time}time/{urn:xmpp:time}utc").text
+        assert utc and utc.endswith("Z") and utc[:4].isdigit()
+        await c.close()
+
+    run(body())
+
+
+def test_server_pings_idle_clients(tmp_path_factory: pytest.TempPathFactory,
+                                   ca: CertAuthority) -> None:
+    """XEP-0199 keepalive: an answering client stays; a silent one gets connection-timeout."""
+    gen = start_server(tmp_path_factory.mktemp("ping"), "sqlite", ca,
+                       config={"plugins": {"ping": {"interval": 1.0, "timeout": 2.0}}})
+    srv = next(gen)
+    try:
+        alive, _ = srv.new_user()
+        silent, pw = srv.new_user()
+
+        async def body() -> None:
+            c = await connect(srv, alive)
+            raw = await RawStream.open(srv.c2s_port)
+            await raw.login(str(srv.ca.ca_file), silent.split("@")[0], pw)
+            ping = await raw.read(timeout=10)
+            assert ping.tag == "{jabber:client}iq" and ping.get("type") == "get"
+            assert ping.find("{urn:xmpp:ping}ping") is not None
+            assert ping.get("from") == "localhost"
+            assert await raw.stream_error(timeout=10) == "connection-timeout"
+            assert c.is_connected()
+            await c.close()
+
+        run(body())
+    finally:
+        gen.close()

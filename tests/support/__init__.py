@@ -1,0 +1,1 @@
+"""Test support: a real server process, a test CA, slixmpp and raw-socket clients."""

@@ -1,0 +1,166 @@
+"""A raw XMPP client over asyncio streams, for sending exactly the bytes a test needs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import xml.etree.ElementTree as ET
+from typing import Any
+
+NS_STREAMS = "http://etherx.jabber.org/streams"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+C = "{jabber:client}"
+
+
+def q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+class StreamClosed(Exception):
+    pass
+
+
+class RawStream:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self._new_parser()
+        self.header: dict[str, str] | None = None
+        self.closed_by_peer = False
+        self.jid = ""
+
+    def _new_parser(self) -> None:
+        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.depth = 0
+        self.pending: list[ET.Element] = []
+
+    @classmethod
+    async def open(cls, port: int, host: str = "127.0.0.1", tls_ca: str | None = None
+                   ) -> RawStream:
+        if tls_ca is not None:
+            ctx = ssl.create_default_context(cafile=tls_ca)
+            ctx.check_hostname = False
+            reader, writer = await asyncio.open_connection(host, port, ssl=ctx,
+                                                           server_hostname="localhost")
+        else:
+            reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def send(self, data: str | bytes) -> None:
+        self.writer.write(data.encode() if isinstance(data, str) else data)
+        await self.writer.drain()
+
+    async def _fill(self, timeout: float) -> None:
+        data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        if not data:
+            self.closed_by_peer = True
+            raise StreamClosed()
+        self.parser.feed(data)
+        for event, el in self.parser.read_events():
+            if event == "start":
+                self.depth += 1
+                if self.depth == 1:
+                    self.header = dict(el.attrib)
+            else:
+                self.depth -= 1
+                if self.depth == 1:
+                    self.pending.append(el)
+                elif self.depth == 0:
+                    self.pending.append(ET.Element("__stream_end__"))
+
+    async def read(self, timeout: float = 10.0) -> ET.Element:
+        """The next top-level element from the server ('__stream_end__' for </stream>)."""
+        while not self.pending:
+            await self._fill(timeout)
+        return self.pending.pop(0)
+
+    async def open_stream(self, to: str = "localhost", version: str = "1.0",
+                          raw: str | None = None) -> ET.Element:
+        """Send a header; return the features element."""
+        self._new_parser()
+        self.header = None
+        await self.send(raw if raw is not None else (
+            f"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            f"xmlns:stream='{NS_STREAMS}' to='{to}' version='{version}'>"))
+        el = await self.read()
+        return el
+
+    async def starttls(self, ca_file: str) -> None:
+        await self.send(f"<starttls xmlns='{NS_TLS}'/>")
+        el = await self.read()
+        assert el.tag == q(NS_TLS, "proceed"), el.tag
+        ctx = ssl.create_default_context(cafile=ca_file)
+        await self.writer.start_tls(ctx, server_hostname="localhost")
+
+    async def auth_plain(self, user: str, password: str) -> ET.Element:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        await self.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{token}</auth>")
+        return await self.read()
+
+    async def bind(self, resource: str | None = None) -> str:
+        res = f"<resource>{resource}</resource>" if resource else ""
+        await self.send(f"<iq type='set' id='bind1'><bind xmlns='{NS_BIND}'>{res}</bind></iq>")
+        el = await self.read()
+        jid = el.find(f"{q(NS_BIND, 'bind')}/{q(NS_BIND, 'jid')}")
+        assert jid is not None and jid.text, ET.tostring(el)
+        self.jid = jid.text
+        return jid.text
+
+    async def login(self, ca_file: str, user: str, password: str, domain: str = "localhost",
+                    resource: str | None = None) -> str:
+        await self.open_stream(domain)
+        await self.starttls(ca_file)
+        await self.open_stream(domain)
+        result = await self.auth_plain(user, password)
+        assert result.tag == q(NS_SASL, "success"), ET.tostring(result)
+        await self.open_stream(domain)
+        return await self.bind(resource)
+
+    async def stream_error(self, timeout: float = 10.0) -> str:
+        """Read until a stream error; return its condition and check the stream then ends."""
+        while True:
+            el = await self.read(timeout)
+            if el.tag == q(NS_STREAMS, "error"):
+                cond = next(c.tag.split("}")[1] for c in el if c.tag.startswith(
+                    "{" + NS_STREAM_ERRORS) and not c.tag.endswith("}text"))
+                end = await self.read(timeout)
+                assert end.tag == "__stream_end__", end.tag
+                return cond
+
+    async def eof(self, timeout: float = 10.0) -> bool:
+        try:
+            while True:
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                if not data:
+                    return True
+        except (ConnectionError, ssl.SSLError):
+            return True
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def iq(self, body: str, type_: str = "get", to: str | None = None,
+                 id_: str = "q1", timeout: float = 10.0) -> ET.Element:
+        to_attr = f" to='{to}'" if to else ""
+        await self.send(f"<iq type='{type_}' id='{id_}'{to_attr}>{body}</iq>")
+        while True:
+            el = await self.read(timeout)
+            if el.tag == C + "iq" and el.get("id") == id_:
+                return el
+
+
+def stanza_error(el: ET.Element) -> tuple[str, str]:
+    """(type, condition) of an error stanza."""
+    err = el.find(C + "error")
+    assert err is not None, ET.tostring(el)
+    cond = next(c.tag.split("}")[1] for c in err if c.tag.startswith("{" + NS_STANZAS)
+                and not c.tag.endswith("}text"))
+    return err.get("type", ""), cond
+
+
+def attrs(el: Any) -> dict[str, str]:
+    return dict(el.attrib)

@@ -1,0 +1,3 @@
+"""xmppd: a federated XMPP server on Twisted."""
+
+__version__ = "0.1.0"

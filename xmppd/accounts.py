@@ -1,0 +1,90 @@
+"""Account creation, password changes, PLAIN verification and deletion.
+
+Only SCRAM verifiers are kept (salt, iteration count, StoredKey, ServerKey per hash; RFC 5802
+§3, RFC 7677). PLAIN logins are checked by recomputing StoredKey from the offered password.
+PBKDF2 runs in a worker thread so that the reactor never stalls on it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Final
+
+from scramp import ScramMechanism
+from twisted.internet import threads
+
+from storage.base import Credentials, Storage
+from xmppd.jid import JID, JIDError
+
+SCRAM_HASHES: Final = ("SCRAM-SHA-256", "SCRAM-SHA-1")
+_HASH: Final = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
+MAX_PASSWORD_BYTES: Final = 1024
+
+
+class AccountError(ValueError):
+    pass
+
+
+def derive(password: str, iterations: int) -> list[Credentials]:
+    """Blocking: SCRAM verifiers for every supported hash."""
+    if not password:
+        raise AccountError("empty password")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise AccountError("password too long")
+    out = []
+    for mech in SCRAM_HASHES:
+        try:
+            salt, stored, server, i = ScramMechanism(mech).make_auth_info(
+                password, iteration_count=iterations)
+        except Exception as exc:  # scramp raises on SASLprep-prohibited characters
+            raise AccountError(f"password not acceptable: {exc}") from None
+        out.append(Credentials(mech, salt, i, stored, server))
+    return out
+
+
+def check_password(password: str, creds: Credentials) -> bool:
+    """Blocking: recompute StoredKey (RFC 5802 §3) and compare in constant time."""
+    try:
+        _salt, stored, _server, _i = ScramMechanism(creds.mechanism).make_auth_info(
+            password, iteration_count=creds.iterations, salt=creds.salt)
+    except Exception:
+        return False
+    return hmac.compare_digest(stored, creds.stored_key)
+
+
+def split_user(jid: str) -> tuple[str, str]:
+    """'user@host' -> prepared (host, username)."""
+    try:
+        j = JID.parse(jid)
+    except JIDError as exc:
+        raise AccountError(f"invalid JID {jid!r}: {exc}") from None
+    if not j.local or j.resource:
+        raise AccountError(f"{jid!r} is not a bare user JID (user@domain)")
+    return j.domain, j.local
+
+
+class Accounts:
+    def __init__(self, storage: Storage, iterations: int = 4096) -> None:
+        self.storage = storage
+        self.iterations = iterations
+
+    async def create(self, host: str, username: str, password: str) -> bool:
+        creds = await threads.deferToThread(derive, password, self.iterations)
+        return await self.storage.accounts.create(host, username, creds)
+
+    async def set_password(self, host: str, username: str, password: str) -> bool:
+        creds = await threads.deferToThread(derive, password, self.iterations)
+        return await self.storage.accounts.set_credentials(host, username, creds)
+
+    async def verify_plain(self, host: str, username: str, password: str) -> bool:
+        creds = await self.storage.accounts.get_credentials(host, username)
+        c = creds.get("SCRAM-SHA-256") or creds.get("SCRAM-SHA-1")
+        if c is None:
+            return False
+        return await threads.deferToThread(check_password, password, c)
+
+    async def exists(self, host: str, username: str) -> bool:
+        return await self.storage.accounts.exists(host, username)
+
+    async def delete(self, host: str, username: str) -> bool:
+        return await self.storage.accounts.delete(host, username)

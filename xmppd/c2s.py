@@ -1,0 +1,488 @@
+"""Client streams (RFC 6120): header checks, STARTTLS, SASL, resource binding, then stanzas.
+
+One C2SSession per TCP connection; it is both the Twisted protocol and the bound session.
+Every top-level element goes through one in-order queue, so a session's stanzas are never
+reordered even when one waits on storage (RFC 6120 §10.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from OpenSSL import SSL
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IOpenSSLContextFactory
+from twisted.python.failure import Failure
+from twisted.words.xish.domish import Element
+from zope.interface import implementer
+
+from xmppd import hooks as H
+from xmppd import stanza as st
+from xmppd.errors import SASLFailure, StanzaError, StreamError, error_reply
+from xmppd.jid import JID, JIDError, prepare_domain
+from xmppd.sasl import Mechanism, make_mechanism
+from xmppd.xmlstream import XmlStream, new_stream_id
+
+if TYPE_CHECKING:
+    from xmppd.server import XmppServer
+
+NS_LIMITS = "urn:xmpp:stream-limits:0"
+IQ_TYPES = frozenset(("get", "set", "result", "error"))
+PRESENCE_TYPES = frozenset((
+    "unavailable", "subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "error"))
+MAX_QUEUE = 256  # stanzas waiting behind a slow one before we stop reading the socket
+
+
+@implementer(IOpenSSLContextFactory)
+class HostContextFactory:
+    """STARTTLS context for the domain named in the stream header."""
+
+    def __init__(self, ctx: SSL.Context) -> None:
+        self.ctx = ctx
+
+    def getContext(self) -> SSL.Context:  # noqa: N802 (Twisted API)
+        return self.ctx
+
+
+class C2SSession(XmlStream):
+    kind = "c2s"
+
+    def __init__(self, server: XmppServer, direct_tls: bool) -> None:
+        super().__init__(server.clock)
+        self.server = server
+        self.max_stanza_bytes = server.config.limits.max_stanza_size
+        self.tls_active = direct_tls
+        self.host = ""
+        self.username = ""
+        self.jid: JID | None = None
+        self.jid_str = ""
+        self.available = False
+        self.priority = 0
+        self.presence: Element | None = None
+        self.data: dict[str, Any] = {}
+        self.lang = ""
+        self._sasl: Mechanism | None = None
+        self._auth_failures = 0
+        self._queue: deque[Element] = deque()
+        self._busy = False
+        self._paused = False
+        self._handshake_timer: IDelayedCall | None = None
+        self.clean_close = False
+        self.last_active = server.clock.seconds()
+
+    # -- connection lifecycle ------------------------------------------------------------------
+    def connectionMade(self) -> None:  # noqa: N802
+        super().connectionMade()
+        self.server.connections.add(self)
+        self.log.info("c2s connection from {peer}{tls}", peer=self.peer,
+                      tls=" (direct TLS)" if self.tls_active else "")
+        timeout = self.server.config.limits.handshake_timeout
+        if timeout:
+            self._handshake_timer = self.clock.callLater(timeout, self._handshake_expired)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.last_active = self.clock.seconds()
+        super().dataReceived(data)
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if self.jid is None:
+            self.stream_error(StreamError("connection-timeout", "negotiation took too long"))
+
+    def on_closed(self, reason: Failure) -> None:
+        self.server.connections.discard(self)
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._queue.clear()
+        if self.jid is not None:
+            self.server.session_ended(self, clean=self.clean_close)
+        self.log.info("c2s connection {peer} closed ({jid})", peer=self.peer,
+                      jid=self.jid_str or "unauthenticated")
+
+    def close(self, error: StreamError | None = None) -> None:
+        """Session API: end the stream (with an error if given)."""
+        if error is not None:
+            self.stream_error(error)
+        else:
+            self.close_stream()
+
+    def stream_ended(self) -> None:
+        self.clean_close = True
+        super().stream_ended()
+
+    def stream_error(self, err: StreamError) -> None:
+        if err.condition == "conflict":
+            self.data["kicked"] = True
+        super().stream_error(err)
+
+    def default_header_attrs(self) -> dict[str, str]:
+        return {"from": self.host or next(iter(self.server.hosts)), "version": "1.0"}
+
+    # -- stream header (RFC 6120 §4.7) ----------------------------------------------------------
+    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
+                       prefix: str | None) -> None:
+        if default_ns != st.NS_CLIENT:
+            raise StreamError("invalid-namespace", "content namespace must be jabber:client")
+        if prefix != "stream":
+            raise StreamError("bad-namespace-prefix")
+        try:
+            domain = prepare_domain(attrs.get("to", ""))
+        except JIDError:
+            domain = ""
+        if domain not in self.server.hosts or (self.host and domain != self.host):
+            raise StreamError("host-unknown")
+        self.host = domain
+        version = attrs.get("version", "")
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            major = 0
+        if major != 1:
+            raise StreamError("unsupported-version", "XMPP 1.0 required")
+        self.lang = attrs.get("xml:lang", self.lang) or "en"
+        self.stream_id = new_stream_id()
+        header = {"from": domain, "id": self.stream_id, "version": "1.0", "xml:lang": self.lang}
+        peer_from = attrs.get("from")
+        if peer_from:
+            try:
+                header["to"] = str(JID.parse(peer_from))
+            except JIDError:
+                pass
+        self.send_header(header)
+        self._send_features()
+
+    def _send_features(self) -> None:
+        features = st.make("features", st.NS_STREAMS)
+        host = self.server.hosts[self.host]
+        if not self.tls_active:
+            stage = "pre-tls"
+            tls = st.add(features, "starttls", st.NS_TLS)
+            if self.server.config.tls.require_c2s:
+                st.add(tls, "required", st.NS_TLS)
+            else:
+                self._add_mechanisms(features)
+        elif not self.username:
+            stage = "pre-auth"
+            self._add_mechanisms(features)
+        else:
+            stage = "post-auth"
+            st.add(features, "bind", st.NS_BIND)
+            sess = st.add(features, "session", st.NS_SESSION)
+            st.add(sess, "optional", st.NS_SESSION)
+        limits = st.add(features, "limits", NS_LIMITS)
+        st.add(limits, "max-bytes", NS_LIMITS, str(self.max_stanza_bytes))
+        if host.hooks.has(H.STREAM_FEATURES):
+            # Feature hooks only append elements, so they run to completion synchronously.
+            Deferred.fromCoroutine(host.hooks.fire(H.STREAM_FEATURES,
+                                                   H.FeaturesEvent(self, features, stage)))
+        self.write("<stream:features>" + "".join(
+            st.serialize(c) for c in st.element_children(features)) + "</stream:features>")
+
+    def _mechanisms(self) -> list[str]:
+        mechs = list(self.server.config.auth.mechanisms)
+        if not self.tls_active:
+            mechs = [m for m in mechs if m != "PLAIN"]  # RFC 6120 §13.9.4
+        return mechs
+
+    def _add_mechanisms(self, features: Element) -> None:
+        mechs = st.add(features, "mechanisms", st.NS_SASL)
+        for m in self._mechanisms():
+            st.add(mechs, "mechanism", st.NS_SASL, m)
+
+    # -- element queue --------------------------------------------------------------------------
+    def element_received(self, el: Element) -> None:
+        if self._busy:
+            self._queue.append(el)
+            if len(self._queue) >= MAX_QUEUE and not self._paused and self.transport:
+                self._paused = True
+                self.transport.pauseProducing()
+            return
+        self._run(el)
+
+    def _run(self, el: Element) -> None:
+        while True:
+            d = self._handle(el)
+            if d is not None and not d.called:
+                self._busy = True
+                d.addBoth(self._resume)
+                return
+            if not self._queue or self.closed:
+                break
+            el = self._queue.popleft()
+        if self._paused and self.transport:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _resume(self, result: object) -> None:
+        if isinstance(result, Failure):
+            self.log.failure("error handling element from {peer}", result, peer=self.peer)
+        self._busy = False
+        if self._queue and not self.closed:
+            self._run(self._queue.popleft())
+        elif self._paused and self.transport:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _handle(self, el: Element) -> Deferred[Any] | None:
+        if self.closing or self.closed:
+            return None
+        if el.uri == st.NS_STREAMS:
+            if el.name == "error":
+                self.log.info("stream error from {peer}: {xml}", peer=self.peer,
+                              xml=st.serialize(el))
+                self.close_stream()
+            else:
+                self.stream_error(StreamError("unsupported-stanza-type"))
+            return None
+        if not self.tls_active:
+            return self._pre_tls(el)
+        if not self.username:
+            return self._pre_auth(el)
+        if self.jid is None:
+            return self._pre_bind(el)
+        if el.uri == st.NS_CLIENT and el.name in st.STANZA_NAMES:
+            return self._stanza(el)
+        return self._nonza(el)
+
+    def _coro(self, coro: Any) -> Deferred[Any] | None:
+        d: Deferred[Any] = Deferred.fromCoroutine(coro)
+        return None if d.called else d
+
+    # -- STARTTLS (RFC 6120 §5) ---------------------------------------------------------------
+    def _pre_tls(self, el: Element) -> Deferred[Any] | None:
+        if el.uri == st.NS_TLS and el.name == "starttls":
+            self.write(f"<proceed xmlns='{st.NS_TLS}'/>")
+            assert self.transport is not None
+            assert self.server.certs is not None
+            self.transport.startTLS(HostContextFactory(self.server.certs.contexts[self.host]))
+            self.tls_active = True
+            self.reset_parser()
+            return None
+        if self.server.config.tls.require_c2s:
+            if el.uri == st.NS_SASL and el.name == "auth":
+                self.write(st.serialize(SASLFailure("encryption-required").to_element()))
+                return None
+            if el.uri == st.NS_CLIENT and el.name in st.STANZA_NAMES:
+                self.stream_error(StreamError("not-authorized"))
+            else:
+                self.stream_error(StreamError("policy-violation", "STARTTLS is required"))
+            return None
+        return self._pre_auth(el)
+
+    # -- SASL (RFC 6120 §6) ---------------------------------------------------------------------
+    def _pre_auth(self, el: Element) -> Deferred[Any] | None:
+        if el.uri == st.NS_SASL:
+            return self._coro(self._sasl_element(el))
+        if el.uri == st.NS_TLS and el.name == "starttls":
+            self.write(f"<failure xmlns='{st.NS_TLS}'/>")
+            self.close_stream()
+            return None
+        if el.uri == st.NS_CLIENT and el.name == "iq" and self._preauth_iq_allowed(el):
+            return self._coro(self._preauth_iq(el))
+        self.stream_error(StreamError("not-authorized"))
+        return None
+
+    async def _sasl_element(self, el: Element) -> None:
+        try:
+            if el.name == "auth":
+                name = el.getAttribute("mechanism", "")
+                if name not in self._mechanisms():
+                    raise SASLFailure("invalid-mechanism")
+                self._sasl = make_mechanism(name, self.server.accounts, self.host)
+                body = st.text(el).strip()
+                step = await self._sasl.start(None if body == "" else _b64(body))
+            elif el.name == "response":
+                if self._sasl is None:
+                    raise SASLFailure("malformed-request", "no authentication in progress")
+                step = await self._sasl.respond(_b64(st.text(el).strip()))
+            elif el.name == "abort":
+                self._sasl = None
+                raise SASLFailure("aborted")
+            else:
+                raise SASLFailure("malformed-request")
+        except SASLFailure as fail:
+            await self._sasl_failed(fail)
+            return
+        if self.closed:
+            return
+        if step.challenge is not None:
+            data = base64.b64encode(step.challenge).decode() if step.challenge else ""
+            self.write(f"<challenge xmlns='{st.NS_SASL}'>{data}</challenge>")
+            return
+        mech = self._sasl.name if self._sasl else "?"
+        self._sasl = None
+        self.username = step.username
+        self.server.auth_succeeded(self.peer)
+        self.log.info("authenticated {user}@{host} from {peer} with {mech}", user=step.username,
+                      host=self.host, peer=self.peer, mech=mech)
+        extra = base64.b64encode(step.data).decode() if step.data else ""
+        self.write(f"<success xmlns='{st.NS_SASL}'>{extra}</success>" if extra
+                   else f"<success xmlns='{st.NS_SASL}'/>")
+        self.reset_parser()  # RFC 6120 §6.4.6: stream restart
+
+    async def _sasl_failed(self, fail: SASLFailure) -> None:
+        self._sasl = None
+        self._auth_failures += 1
+        delay = self.server.auth_failed(self.peer)
+        self.log.info("authentication failure ({cond}) on {host} from {peer}",
+                      cond=fail.condition, host=self.host, peer=self.peer)
+        if delay > 0:
+            d: Deferred[None] = Deferred()
+            self.clock.callLater(delay, d.callback, None)
+            await d
+        if self.closed:
+            return
+        self.write(st.serialize(fail.to_element()))
+        if self._auth_failures >= self.server.config.auth.max_failures_per_stream:
+            # RFC 6120 §6.4.5: too many retries -> not-authorized stream error.
+            self.stream_error(StreamError("not-authorized", "too many failed attempts"))
+
+    def _preauth_iq_allowed(self, el: Element) -> bool:
+        payload = next((c for c in el.children if isinstance(c, Element)), None)
+        host = self.server.hosts[self.host]
+        return payload is not None and payload.uri is not None and (
+            host.iq_registry.handles_namespace("preauth", payload.uri))
+
+    async def _preauth_iq(self, el: Element) -> None:
+        """IQs allowed before authentication (XEP-0077 registration) get no 'from'."""
+        host = self.server.hosts[self.host]
+        payload = next(c for c in el.children if isinstance(c, Element))
+        from xmppd.iq import IqRequest
+
+        try:
+            itype = el.getAttribute("type", "")
+            handler = host.iq_registry.lookup("preauth", itype, payload)
+            if handler is None or not el.getAttribute("id"):
+                raise StanzaError("bad-request")
+            req = IqRequest(el, payload, None, None, self, host)
+            result = handler(req)
+            if hasattr(result, "__await__"):
+                result = await result  # type: ignore[misc]
+            reply = st.result_for(el)
+            reply.attributes.pop("from", None)
+            if isinstance(result, Element):
+                st.append(reply, result)
+        except StanzaError as err:
+            reply = error_reply(el, err)
+        self.send(reply)
+
+    # -- resource binding (RFC 6120 §7) ---------------------------------------------------------
+    def _pre_bind(self, el: Element) -> Deferred[Any] | None:
+        if el.uri == st.NS_CLIENT and el.name == "iq":
+            bind = st.child(el, "bind", st.NS_BIND)
+            if bind is not None and el.getAttribute("type") == "set":
+                self._bind(el, bind)
+                return None
+            self.send(error_reply(el, StanzaError("not-authorized")))
+            return None
+        if el.uri != st.NS_CLIENT:
+            return self._nonza(el)  # e.g. XEP-0198 <resume/> before binding
+        self.stream_error(StreamError("not-authorized", "bind a resource first"))
+        return None
+
+    def _bind(self, iq: Element, bind: Element) -> None:
+        requested = st.child_text(bind, "resource", st.NS_BIND)
+        try:
+            jid = self.server.sessions.bind(self, self.host, self.username,
+                                            requested.strip() if requested else None)
+        except StanzaError as err:
+            self.send(error_reply(iq, err))
+            return
+        self.jid_str = str(jid)
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
+        reply = st.make("iq", st.NS_CLIENT, {"type": "result", "id": iq.getAttribute("id", "")})
+        b = st.add(reply, "bind", st.NS_BIND)
+        st.add(b, "jid", st.NS_BIND, self.jid_str)
+        self.send(reply)
+        self.log.info("bound {jid} from {peer}", jid=self.jid_str, peer=self.peer)
+        self.server.session_bound(self)
+
+    # -- stanzas --------------------------------------------------------------------------------
+    def _stanza(self, el: Element) -> Deferred[Any] | None:
+        attrs = el.attributes
+        frm = attrs.get("from")
+        if frm is not None and frm != self.jid_str:
+            # RFC 6120 §8.1.2.1: a client may only claim its own full or bare JID.
+            try:
+                claimed = JID.parse(frm)
+            except JIDError:
+                claimed = None
+            if claimed is None or (claimed != self.jid and claimed != self.jid.bare):  # type: ignore[union-attr]
+                self.stream_error(StreamError("invalid-from"))
+                return None
+        attrs["from"] = self.jid_str
+        problem = _shape_error(el)
+        if problem is not None:
+            if el.getAttribute("type") != "error":
+                self.send(error_reply(el, StanzaError("bad-request", text=problem)))
+            return None
+        if self.lang and (st.NS_XML, "lang") not in attrs:
+            attrs[(st.NS_XML, "lang")] = self.lang  # RFC 6120 §4.7.4
+        return self._coro(self.server.router.route(el, self))
+
+    def _nonza(self, el: Element) -> Deferred[Any] | None:
+        host = self.server.hosts[self.host]
+        if not host.hooks.has(H.C2S_NONZA):
+            self.stream_error(StreamError("unsupported-stanza-type"))
+            return None
+        return self._coro(self._nonza_async(host, el))
+
+    async def _nonza_async(self, host: Any, el: Element) -> None:
+        if not await host.hooks.fire(H.C2S_NONZA, H.NonzaEvent(self, el)):
+            self.stream_error(StreamError("unsupported-stanza-type"))
+
+    # -- output -----------------------------------------------------------------------------------
+    def send(self, stanza: Element) -> None:
+        """Session API: deliver a stanza to this client (hooks may count or hold it)."""
+        host = self.server.hosts.get(self.host)
+        if host is not None and host.hooks.has(H.STANZA_DELIVER) and host.hooks.fire_sync(
+                H.STANZA_DELIVER, H.DeliverEvent(self, stanza)):
+            return
+        self.write(st.serialize(stanza))
+
+    def send_raw(self, data: str) -> None:
+        self.write(data)
+
+
+def _b64(data: str) -> bytes:
+    if data == "=":
+        return b""  # RFC 6120 §6.4.2: "=" is a present but empty response
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise SASLFailure("incorrect-encoding") from None
+
+
+def _shape_error(el: Element) -> str | None:
+    """RFC 6120 §8.2.3 / RFC 6121 §4.7.1 structural checks; a reason string if bad."""
+    t = el.getAttribute("type")
+    if el.name == "iq":
+        if t not in IQ_TYPES:
+            return "iq type must be get, set, result or error"
+        if not el.getAttribute("id"):
+            return "iq requires an id"
+        n = sum(1 for c in el.children if isinstance(c, Element))
+        if t in ("get", "set") and n != 1:
+            return "iq get/set must contain exactly one child element"
+        if t == "result" and n > 1:
+            return "iq result may contain at most one child element"
+    elif el.name == "presence" and t is not None and t not in PRESENCE_TYPES:
+        return "unknown presence type"
+    return None
+
+
+class C2SFactory(protocol.Factory):
+    noisy = False
+
+    def __init__(self, server: XmppServer, direct_tls: bool) -> None:
+        self.server = server
+        self.direct_tls = direct_tls
+
+    def buildProtocol(self, addr: Any) -> C2SSession:  # noqa: N802
+        return C2SSession(self.server, self.direct_tls)

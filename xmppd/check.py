@@ -1,0 +1,70 @@
+"""``xmppd check``: validate plugins, certificates and storage; name every problem found."""
+
+from __future__ import annotations
+
+import sys
+
+from sqlalchemy import text
+
+from xmppd.config import ConfigError, ServerConfig
+from xmppd.plugin import PluginError, order, plugin_options
+from xmppd.tls import check_cert, find_cert
+
+
+def check_plugins(cfg: ServerConfig) -> list[str]:
+    problems: list[str] = []
+    known: set[str] = set()
+    for domain in cfg.hosts:
+        try:
+            for cls in order(cfg.enabled_plugins(domain)):
+                key = cls.name or cls.__module__.rsplit(".", 1)[-1]
+                known.add(key)
+                plugin_options(cfg, cls, key)
+        except (PluginError, ConfigError) as exc:
+            problems.append(str(exc))
+    for key in cfg.plugins:
+        if key != "enabled" and key not in known:
+            problems.append(f"plugins.{key}: options given for a plugin that is not enabled")
+    return problems
+
+
+def check_storage(cfg: ServerConfig) -> list[str]:
+    from storage.sql import Database
+
+    url = cfg.storage_url
+    try:
+        db = Database(url, 1)
+        shown = db.url.render_as_string(hide_password=True)
+        db.migrate()
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        db.stop()
+    except Exception as exc:
+        return [f"storage.url: {url.split('@')[-1]}: {type(exc).__name__}: {exc}"]
+    print(f"ok: storage {shown} reachable, schema migrated to head")
+    return []
+
+
+def run_checks(cfg: ServerConfig) -> int:
+    problems = check_plugins(cfg)
+    for domain in cfg.hosts:
+        paths = find_cert(cfg, domain)
+        if paths is None:
+            if cfg.tls.self_signed:
+                print(f"note: {domain}: no certificate; a self-signed one will be generated "
+                      f"in {cfg.resolve(cfg.data_dir) / 'certs'} (clients will warn)")
+            else:
+                problems.append(f"hosts.{domain}: no certificate found and tls.self_signed "
+                                "is false")
+            continue
+        found = check_cert(paths, domain)
+        problems.extend(f"hosts.{domain}: {p}" for p in found)
+        if not found:
+            print(f"ok: {domain}: certificate {paths.cert}")
+    problems.extend(check_storage(cfg))
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print("ok: configuration valid")
+    return 0

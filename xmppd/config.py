@@ -1,0 +1,264 @@
+"""TOML configuration -> frozen dataclasses; every error names the offending key.
+
+Plugins declare their own ``Options`` dataclass and it is validated with the same loader,
+so `[plugins.ping] interval = "x"` fails at start as ``plugins.ping.interval: expected int``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from xmppd.jid import JIDError, prepare_domain
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """Raised with a message that starts with the dotted path of the bad key."""
+
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "disco", "ping", "version", "time",
+)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One listening socket. type: c2s (STARTTLS), c2s_tls (XEP-0368 direct TLS), s2s, s2s_tls,
+    http, https."""
+
+    type: Literal["c2s", "c2s_tls", "s2s", "s2s_tls", "http", "https"]
+    port: int
+    address: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """A virtual host (a served domain)."""
+
+    cert: str = ""
+    key: str = ""
+    plugins: list[str] | None = None  # replaces [plugins].enabled for this host when set
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = ""  # default: sqlite file in data_dir
+    pool_size: int = 8
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    require_c2s: bool = True  # STARTTLS mandatory before SASL (RFC 6120 §5.3.1)
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    self_signed: bool = True  # generate a dev certificate for hosts without one
+    ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    mechanisms: list[str] = field(
+        default_factory=lambda: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"])
+    iteration_count: int = 4096
+    max_failures_per_stream: int = 5
+    throttle_after: int = 3  # failures per IP before replies are delayed
+    throttle_max_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_stanza_size: int = 262144  # RFC 6120 §13.12; advertised via XEP-0478
+    c2s_idle_timeout: float = 0  # 0 = no raw idle timeout (ping plugin handles liveness)
+    handshake_timeout: float = 60.0  # stream must reach bound state within this
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warn", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    file: str = ""  # empty: stderr
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    hosts: dict[str, HostConfig]
+    listeners: list[ListenerConfig]
+    data_dir: str = "data"
+    storage: StorageConfig = StorageConfig()
+    tls: TLSConfig = TLSConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    log: LogConfig = LogConfig()
+    plugins: dict[str, Any] = field(default_factory=dict)
+    base_dir: str = "."  # directory relative paths are resolved against (the config's)
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage.url:
+            return self.storage.url
+        return f"sqlite:///{self.resolve(self.data_dir) / 'xmppd.sqlite'}"
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def enabled_plugins(self, host: str) -> list[str]:
+        hc = self.hosts[host]
+        if hc.plugins is not None:
+            return list(hc.plugins)
+        return list(self.plugins.get("enabled", DEFAULT_PLUGINS))
+
+    def plugin_options(self, name: str) -> dict[str, Any]:
+        opts = self.plugins.get(name, {})
+        return opts if isinstance(opts, dict) else {}
+
+
+DEFAULT_LISTENERS = [
+    {"type": "c2s", "port": 5222, "address": "0.0.0.0"},
+    {"type": "c2s_tls", "port": 5223, "address": "0.0.0.0"},
+]
+
+
+def load(path: str | Path | None) -> ServerConfig:
+    """Load a config file (None = the embedded default: localhost, SQLite, dev cert)."""
+    if path is None:
+        return from_dict({}, base_dir=".")
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    return from_dict(raw, base_dir=str(p.parent.resolve()))
+
+
+def from_dict(raw: dict[str, Any], base_dir: str = ".") -> ServerConfig:
+    data = dict(raw)
+    data.setdefault("hosts", {"localhost": {}})
+    data.setdefault("listeners", DEFAULT_LISTENERS)
+    plugins = data.pop("plugins", {})
+    if not isinstance(plugins, dict):
+        raise ConfigError("plugins: expected a table")
+    enabled = plugins.get("enabled", list(DEFAULT_PLUGINS))
+    if not (isinstance(enabled, list) and all(isinstance(x, str) for x in enabled)):
+        raise ConfigError("plugins.enabled: expected a list of plugin names")
+    for k, v in plugins.items():
+        if k != "enabled" and not isinstance(v, dict):
+            raise ConfigError(f"plugins.{k}: expected a table of options")
+    data["base_dir"] = base_dir
+    cfg = build(ServerConfig, data, "")
+    cfg = dataclasses.replace(cfg, plugins=plugins)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: ServerConfig) -> None:
+    if not cfg.hosts:
+        raise ConfigError("hosts: at least one host is required")
+    normalised: dict[str, HostConfig] = {}
+    for name, hc in cfg.hosts.items():
+        try:
+            dom = prepare_domain(name)
+        except JIDError as exc:
+            raise ConfigError(f"hosts.{name}: not a valid domain: {exc}") from None
+        if bool(hc.cert) != bool(hc.key):
+            raise ConfigError(f"hosts.{name}: cert and key must be given together")
+        normalised[dom] = hc
+    object.__setattr__(cfg, "hosts", normalised)
+    seen: set[tuple[str, int]] = set()
+    for i, lc in enumerate(cfg.listeners):
+        if not 0 <= lc.port <= 65535:
+            raise ConfigError(f"listeners[{i}].port: out of range")
+        if lc.port and (lc.address, lc.port) in seen:
+            raise ConfigError(f"listeners[{i}]: duplicate address {lc.address}:{lc.port}")
+        seen.add((lc.address, lc.port))
+    for mech in cfg.auth.mechanisms:
+        if mech not in ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"):
+            raise ConfigError(f"auth.mechanisms: unknown mechanism {mech!r}")
+    if cfg.auth.iteration_count < 4096:
+        raise ConfigError("auth.iteration_count: must be at least 4096 (RFC 7677)")
+    if cfg.limits.max_stanza_size < 10000:
+        raise ConfigError("limits.max_stanza_size: must be at least 10000 (RFC 6120 §13.12)")
+
+
+def build(cls: type[T], data: Any, path: str) -> T:
+    """Build dataclass ``cls`` from TOML data, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or '<root>'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key")
+        kwargs[key] = _convert(hints[key], value, where)
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = f"{path}.{missing[0]}" if path else missing[0]
+        raise ConfigError(f"{where}: required key missing")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"{where}: must be one of {choices}, not {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        (item,) = get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        _, vt = get_args(tp)
+        return {k: _convert(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)  # type: ignore[arg-type]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, not {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, not {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, not {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, not {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported option type {tp!r}")

@@ -1,0 +1,247 @@
+"""Named, typed hooks and the bus that fires them; the catalogue of every hook lives here.
+
+A handler returns True to consume the event (later handlers do not run). StanzaError
+propagates to the router boundary; any other exception is logged and the next handler runs,
+so one broken plugin cannot take a stanza down with it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from twisted.logger import Logger
+from twisted.words.xish.domish import Element
+
+from xmppd.errors import StanzaError
+from xmppd.jid import JID
+
+if TYPE_CHECKING:
+    from xmppd.session import Session
+
+E = TypeVar("E")
+HandlerResult = bool | None | Awaitable[bool | None]
+Handler = Callable[[E], HandlerResult]
+
+log = Logger(namespace="xmppd.hooks")
+
+
+class Hook(Generic[E]):
+    """A hook declaration: a name, the event type (as the type parameter) and a docstring."""
+
+    __slots__ = ("doc", "name")
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.doc = doc
+
+    def __repr__(self) -> str:
+        return f"Hook({self.name})"
+
+
+class Registration:
+    """Returned by HookBus.add; ``remove()`` unregisters (used on plugin unload)."""
+
+    __slots__ = ("_bus", "_entry", "_hook")
+
+    def __init__(self, bus: HookBus, hook: Hook[Any], entry: tuple[int, int, Handler[Any]]) -> None:
+        self._bus, self._hook, self._entry = bus, hook, entry
+
+    def remove(self) -> None:
+        handlers = self._bus._handlers.get(self._hook)
+        if handlers and self._entry in handlers:
+            handlers.remove(self._entry)
+            self._bus._rebuild(self._hook)
+
+
+class HookBus:
+    def __init__(self) -> None:
+        self._handlers: dict[Hook[Any], list[tuple[int, int, Handler[Any]]]] = {}
+        self._ordered: dict[Hook[Any], tuple[Handler[Any], ...]] = {}
+        self._seq = 0
+
+    def add(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> Registration:
+        """Register ``handler``; higher priority runs first, ties in registration order."""
+        self._seq += 1
+        entry = (-priority, self._seq, handler)
+        self._handlers.setdefault(hook, []).append(entry)
+        self._rebuild(hook)
+        return Registration(self, hook, entry)
+
+    def _rebuild(self, hook: Hook[Any]) -> None:
+        entries = sorted(self._handlers.get(hook, ()), key=lambda e: (e[0], e[1]))
+        if entries:
+            self._ordered[hook] = tuple(e[2] for e in entries)
+        else:
+            self._ordered.pop(hook, None)
+
+    def has(self, hook: Hook[Any]) -> bool:
+        return hook in self._ordered
+
+    async def fire(self, hook: Hook[E], event: E) -> bool:
+        """Run handlers in order; True as soon as one consumes the event."""
+        handlers = self._ordered.get(hook)
+        if not handlers:
+            return False
+        for handler in handlers:
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    result = await result
+            except StanzaError:
+                raise
+            except Exception:
+                log.failure("hook {hook} handler {handler!r} failed", hook=hook.name,
+                            handler=handler)
+                continue
+            if result:
+                return True
+        return False
+
+    def fire_sync(self, hook: Hook[E], event: E) -> bool:
+        """For hooks on the write path whose handlers must not wait (declared as such)."""
+        handlers = self._ordered.get(hook)
+        if not handlers:
+            return False
+        for handler in handlers:
+            try:
+                result = handler(event)
+            except Exception:
+                log.failure("hook {hook} handler {handler!r} failed", hook=hook.name,
+                            handler=handler)
+                continue
+            if inspect.isawaitable(result):
+                raise TypeError(f"handler for sync hook {hook.name} returned an awaitable")
+            if result:
+                return True
+        return False
+
+
+# --- events ------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class StanzaEvent:
+    """A stanza on its way through the router. ``origin`` is the session it came from (or
+    None when the server itself sent it); ``from_``/``to`` are prepared JIDs."""
+
+    stanza: Element
+    from_: JID
+    to: JID
+    origin: Session | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SessionEvent:
+    session: Session
+    stanza: Element | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class FeaturesEvent:
+    """Stream features being offered; handlers append children to ``features``."""
+
+    session: Session
+    features: Element
+    stage: str  # "pre-tls", "pre-auth", "post-auth" (RFC 6120 §4.3.2)
+
+
+@dataclass(slots=True)
+class NonzaEvent:
+    """A top-level element that is not a stanza (XEP-0198 <r/>, XEP-0352 <active/> ...)."""
+
+    session: Session
+    element: Element
+
+
+@dataclass(slots=True)
+class DeliverEvent:
+    """A stanza about to be written to a session; a True handler holds it back (it owns it)."""
+
+    session: Session
+    stanza: Element
+
+
+@dataclass(slots=True)
+class AccountEvent:
+    jid: JID
+
+
+# --- catalogue --------------------------------------------------------------------------------
+
+STANZA_OUTBOUND: Hook[StanzaEvent] = Hook(
+    "stanza-outbound",
+    "Fired by the router for every stanza a local session sends, after `from` is stamped and "
+    "`to` prepared, before a target is chosen. True = consumed (e.g. blocked, rate limited).",
+)
+STANZA_INBOUND: Hook[StanzaEvent] = Hook(
+    "stanza-inbound",
+    "Fired for every stanza addressed to a local account (bare or full JID), from any origin, "
+    "before delivery. True = consumed (blocked, handled on the user's behalf).",
+)
+PRESENCE_BROADCAST: Hook[StanzaEvent] = Hook(
+    "presence-broadcast",
+    "A local session sent presence with no `to` (RFC 6121 §4.2, §4.4); the session manager has "
+    "already updated the session's availability. The presence plugin broadcasts and probes.",
+)
+PRESENCE_INBOUND: Hook[StanzaEvent] = Hook(
+    "presence-inbound",
+    "Presence addressed to a local account. True = handled (subscription state machine, "
+    "probes); otherwise the session manager delivers it per RFC 6121 §8.5.",
+)
+MESSAGE_DELIVERED: Hook[StanzaEvent] = Hook(
+    "message-delivered",
+    "A message was handed to one or more local sessions (`extra['sessions']`). Carbons use it.",
+)
+MESSAGE_UNDELIVERED: Hook[StanzaEvent] = Hook(
+    "message-undelivered",
+    "No session can take this message (RFC 6121 §8.5.2.2). A handler that stores it must commit "
+    "before returning True; if nobody does, the sender gets service-unavailable.",
+)
+SERVER_STANZA: Hook[StanzaEvent] = Hook(
+    "server-stanza",
+    "A message or presence addressed to a served domain itself. True = handled.",
+)
+SESSION_BOUND: Hook[SessionEvent] = Hook(
+    "session-bound", "A c2s session bound a resource (RFC 6120 §7).")
+SESSION_AVAILABLE: Hook[SessionEvent] = Hook(
+    "session-available",
+    "A session sent its initial available presence with non-negative priority (offline "
+    "messages are flushed here, XEP-0160).",
+)
+SESSION_CLOSED: Hook[SessionEvent] = Hook(
+    "session-closed",
+    "A bound session ended for any reason; `reason` says why. Presence sends unavailable.",
+)
+SESSION_INTERRUPTED: Hook[SessionEvent] = Hook(
+    "session-interrupted",
+    "SYNC. A bound c2s connection dropped without a clean stream close. True = a handler keeps "
+    "the session bound (XEP-0198 hibernation) and ends it later with Host.end_session().",
+)
+STREAM_FEATURES: Hook[FeaturesEvent] = Hook(
+    "stream-features", "Building <stream:features/> for a c2s stream at the given stage.")
+C2S_NONZA: Hook[NonzaEvent] = Hook(
+    "c2s-nonza",
+    "A non-stanza top-level element on an authenticated c2s stream. True = understood; "
+    "otherwise the stream fails with unsupported-stanza-type.",
+)
+STANZA_DELIVER: Hook[DeliverEvent] = Hook(
+    "stanza-deliver",
+    "SYNC. A stanza is about to be written to a c2s session (stream management counts it, "
+    "client state indication may hold it). True = held back by the handler.",
+)
+ACCOUNT_DELETED: Hook[AccountEvent] = Hook(
+    "account-deleted", "An account was deleted; plugins remove every bit of its data.")
+SERVER_STARTED: Hook[None] = Hook("server-started", "All listeners are up.")
+SERVER_STOPPING: Hook[None] = Hook(
+    "server-stopping", "Shutdown began; streams are still open. Flush what must be kept.")
+
+CATALOGUE: tuple[Hook[Any], ...] = (
+    STANZA_OUTBOUND, STANZA_INBOUND, PRESENCE_BROADCAST, PRESENCE_INBOUND, MESSAGE_DELIVERED,
+    MESSAGE_UNDELIVERED, SERVER_STANZA, SESSION_BOUND, SESSION_AVAILABLE, SESSION_CLOSED,
+    SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA, STANZA_DELIVER, ACCOUNT_DELETED,
+    SERVER_STARTED, SERVER_STOPPING,
+)

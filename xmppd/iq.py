@@ -1,0 +1,140 @@
+"""The IQ registry: (scope, type, namespace, element) -> handler, plus server-originated requests.
+
+Scope "host" is an IQ addressed to the domain itself; "account" is one addressed to a user's
+bare JID (or sent with no 'to', RFC 6120 §10.3.3), which the server answers on the user's
+behalf (RFC 6121 §8.5.2.1.3). A handler returns the result payload (or None for an empty
+result) or raises StanzaError; the router turns that into the reply.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.words.xish.domish import Element
+
+from xmppd.errors import STANZA_CONDITIONS, StanzaError, parse_error
+from xmppd.jid import JID
+
+if TYPE_CHECKING:
+    from xmppd.plugin import Host
+    from xmppd.sessions import Session
+
+Scope = Literal["host", "account", "preauth"]
+IqResult = Element | None
+IqHandler = Callable[["IqRequest"], Awaitable[IqResult] | IqResult]
+
+
+class IqTimeout(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class IqRequest:
+    stanza: Element
+    payload: Element
+    from_: JID | None  # None only for pre-authentication IQs (XEP-0077 registration)
+    to: JID | None  # None when the client sent no 'to' (addressed to its own account)
+    origin: Session | None
+    host: Host
+
+    @property
+    def type(self) -> str:
+        return str(self.stanza.getAttribute("type"))
+
+    @property
+    def account(self) -> JID:
+        """The bare JID of the account the IQ is addressed to (own account if no 'to')."""
+        if self.to is not None and self.to.local:
+            return self.to.bare
+        if self.from_ is None:
+            raise StanzaError("not-authorized")
+        return self.from_.bare
+
+    @property
+    def is_own_account(self) -> bool:
+        return self.from_ is not None and (
+            self.to is None or (self.to.bare == self.from_.bare))
+
+
+class IqRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[tuple[str, str, str | None, str], IqHandler] = {}
+        self._pending: dict[str, tuple[Deferred[Element], str | None, IDelayedCall]] = {}
+        self._ids = itertools.count(1)
+
+    def register(self, type_: str, ns: str, name: str, handler: IqHandler,
+                 scope: Scope = "host") -> Callable[[], None]:
+        if type_ not in ("get", "set"):
+            raise ValueError("only get/set IQs have handlers")
+        key = (scope, type_, ns, name)
+        if key in self._handlers:
+            raise ValueError(f"IQ handler already registered for {key}")
+        self._handlers[key] = handler
+
+        def remove() -> None:
+            if self._handlers.get(key) is handler:
+                del self._handlers[key]
+
+        return remove
+
+    def lookup(self, scope: Scope, type_: str, payload: Element) -> IqHandler | None:
+        return self._handlers.get((scope, type_, payload.uri, payload.name))
+
+    def handles_namespace(self, scope: Scope, ns: str) -> bool:
+        return any(k[0] == scope and k[2] == ns for k in self._handlers)
+
+    # -- server-originated requests ----------------------------------------------------------
+    def new_id(self) -> str:
+        return f"xmppd-{next(self._ids)}"
+
+    def expect(self, iq: Element, timeout: float, clock: object) -> Deferred[Element]:
+        """Register a pending request; the Deferred fires with the result stanza, errbacks
+        with StanzaError for an error reply, or IqTimeout."""
+        iq_id = iq.getAttribute("id") or self.new_id()
+        iq.attributes["id"] = iq_id
+        d: Deferred[Element] = Deferred()
+
+        def expire() -> None:
+            entry = self._pending.pop(iq_id, None)
+            if entry is not None:
+                entry[0].errback(IqTimeout(iq_id))
+
+        call = clock.callLater(timeout, expire)  # type: ignore[attr-defined]
+        self._pending[iq_id] = (d, iq.getAttribute("to"), call)
+        return d
+
+    def response(self, stanza: Element) -> bool:
+        """Match a result/error to a pending request (the 'from' must be whom we asked)."""
+        iq_id = stanza.getAttribute("id")
+        entry = self._pending.get(iq_id) if iq_id else None
+        if entry is None:
+            return False
+        d, asked, call = entry
+        frm = stanza.getAttribute("from")
+        if asked is not None and frm is not None and _norm(frm) != _norm(asked):
+            return False
+        del self._pending[iq_id]
+        if call.active():
+            call.cancel()
+        if stanza.getAttribute("type") == "result":
+            d.callback(stanza)
+        else:
+            parsed = parse_error(stanza)
+            cond = parsed[1] if parsed else "undefined-condition"
+            if cond not in STANZA_CONDITIONS:
+                cond = "undefined-condition"
+            d.errback(StanzaError(cond))
+        return True
+
+
+def _norm(value: str) -> str:
+    try:
+        return str(JID.parse(value))
+    except ValueError:
+        return value
+

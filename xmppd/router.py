@@ -1,0 +1,210 @@
+"""The router: the error boundary every stanza passes through (ARCHITECTURE "One message").
+
+It prepares 'to' (RFC 7622; jid-malformed otherwise), fires the sender's outbound hooks,
+then picks the target: a served domain (local delivery, RFC 6121 §8.5), a routed domain
+(components such as MUC), or the default route (federation). Any StanzaError raised on the
+way becomes an error reply here, and any other exception becomes internal-server-error, so a
+stanza is delivered, stored, or bounced - never dropped in silence.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.words.xish.domish import Element
+
+from xmppd import hooks as H
+from xmppd import stanza as st
+from xmppd.errors import StanzaError, error_reply, may_reply_with_error
+from xmppd.iq import IqRequest
+from xmppd.jid import JID, JIDError
+
+if TYPE_CHECKING:
+    from xmppd.plugin import Host
+    from xmppd.sessions import Session, SessionManager
+
+log = Logger(namespace="xmppd.router")
+
+
+class RouteTarget(Protocol):
+    """Anything that accepts stanzas for a domain: MUC service, S2S manager, cluster peer."""
+
+    async def receive(self, ev: H.StanzaEvent) -> None: ...
+
+
+class Router:
+    def __init__(self, hosts: dict[str, Host], sessions: SessionManager) -> None:
+        self.hosts = hosts
+        self.sessions = sessions
+        self.routes: dict[str, RouteTarget] = {}
+        self.default_route: RouteTarget | None = None
+
+    def add_route(self, domain: str, target: RouteTarget) -> None:
+        if domain in self.hosts or domain in self.routes:
+            raise ValueError(f"domain {domain} is already routed")
+        self.routes[domain] = target
+
+    def remove_route(self, domain: str) -> None:
+        self.routes.pop(domain, None)
+
+    def route_soon(self, stanza: Element, origin: Session | None) -> Deferred[None]:
+        return Deferred.fromCoroutine(self.route(stanza, origin))
+
+    async def route(self, stanza: Element, origin: Session | None) -> None:
+        """Route one stanza whose 'from' is already trustworthy (stamped or verified)."""
+        try:
+            await self._route(stanza, origin)
+        except StanzaError as err:
+            await self.bounce(stanza, err)
+        except Exception:
+            log.failure("internal error routing {stanza}", stanza=_brief(stanza))
+            await self.bounce(stanza, StanzaError("internal-server-error"))
+
+    async def bounce(self, stanza: Element, err: StanzaError) -> None:
+        """Send the error reply for ``stanza`` back to its sender (RFC 6120 §8.3)."""
+        if not may_reply_with_error(stanza) or not stanza.getAttribute("from"):
+            return
+        reply = error_reply(stanza, err)
+        if not reply.getAttribute("from"):
+            # No 'to' meant "my own account" (RFC 6120 §10.3): answer from the bare JID.
+            reply.attributes["from"] = JID.parse(stanza.attributes["from"]).bare_str
+        try:
+            await self._route(reply, None)
+        except Exception:
+            log.failure("could not deliver error reply {stanza}", stanza=_brief(reply))
+
+    async def _route(self, stanza: Element, origin: Session | None) -> None:
+        attrs = stanza.attributes
+        from_ = JID.parse(attrs["from"])
+        to_attr = attrs.get("to")
+        if to_attr is None:
+            if stanza.name == "presence":
+                if origin is not None and origin.kind == "c2s":
+                    await self._presence_broadcast(origin, stanza, from_)
+                return
+            to = from_.bare  # RFC 6120 §10.3: handled on behalf of the sender's account
+            implicit = True
+        else:
+            try:
+                to = JID.parse(to_attr)
+            except JIDError:
+                raise StanzaError("jid-malformed") from None
+            implicit = False
+        ev = H.StanzaEvent(stanza, from_, to, origin)
+        if implicit:
+            ev.extra["implicit_to"] = True
+        if origin is not None and origin.kind == "c2s":
+            src = self.hosts.get(from_.domain)
+            if src is not None and await src.hooks.fire(H.STANZA_OUTBOUND, ev):
+                return
+        host = self.hosts.get(to.domain)
+        if host is not None:
+            await self.local(host, ev)
+            return
+        target = self.routes.get(to.domain)
+        if target is None:
+            target = self.default_route
+        if target is None:
+            raise StanzaError("remote-server-not-found")
+        await target.receive(ev)
+
+    async def _presence_broadcast(self, session: Session, stanza: Element, from_: JID) -> None:
+        """RFC 6121 §4.2/§4.4: presence without 'to' is the user's own broadcast. The session's
+        availability is recorded here; the presence plugin does the broadcast and probes."""
+        ptype = stanza.getAttribute("type")
+        if ptype not in (None, "unavailable"):
+            if ptype == "error":
+                return
+            raise StanzaError("bad-request", text=f"presence of type {ptype} needs a 'to'")
+        was_available, was_priority = session.available, session.priority
+        _, now_available = self.sessions.update_presence(session, stanza)
+        host = self.hosts[from_.domain]
+        await host.hooks.fire(H.PRESENCE_BROADCAST,
+                              H.StanzaEvent(stanza, from_, from_.bare, session))
+        if now_available and session.priority >= 0 and (not was_available or was_priority < 0):
+            await host.hooks.fire(H.SESSION_AVAILABLE, H.SessionEvent(session, stanza))
+
+    # -- local delivery -----------------------------------------------------------------------
+    async def local(self, host: Host, ev: H.StanzaEvent) -> None:
+        stanza, to = ev.stanza, ev.to
+        kind = stanza.name
+        if not to.local:
+            await self._to_domain(host, ev)
+            return
+        if await host.hooks.fire(H.STANZA_INBOUND, ev):
+            return
+        if kind == "message":
+            if not self.sessions.has_sessions(to) and not await host.account_exists(to):
+                raise StanzaError("service-unavailable")  # RFC 6121 §8.5.1
+            await self.sessions.deliver_message(host, ev)
+        elif kind == "presence":
+            if await host.hooks.fire(H.PRESENCE_INBOUND, ev):
+                return
+            self.sessions.deliver_presence(ev)
+        elif kind == "iq":
+            await self._iq_to_account(host, ev)
+
+    async def _iq_to_account(self, host: Host, ev: H.StanzaEvent) -> None:
+        stanza, to = ev.stanza, ev.to
+        itype = stanza.getAttribute("type")
+        if to.resource:
+            target = self.sessions.get(to)
+            if target is None:
+                if itype in ("get", "set"):
+                    raise StanzaError("service-unavailable")  # RFC 6121 §8.5.3.2.3
+                return
+            target.send(stanza)
+            return
+        if itype in ("result", "error"):
+            host.iq_registry.response(stanza)  # §8.5.2: never delivered to resources
+            return
+        if not self.sessions.has_sessions(to) and not await host.account_exists(to):
+            raise StanzaError("service-unavailable")  # §8.5.1
+        await self.dispatch_iq(host, ev, "account")
+
+    async def _to_domain(self, host: Host, ev: H.StanzaEvent) -> None:
+        stanza = ev.stanza
+        if stanza.name == "iq":
+            itype = stanza.getAttribute("type")
+            if itype in ("result", "error"):
+                host.iq_registry.response(stanza)
+                return
+            if ev.to.resource:
+                raise StanzaError("service-unavailable")
+            await self.dispatch_iq(host, ev, "host")
+            return
+        if await host.hooks.fire(H.SERVER_STANZA, ev):
+            return
+        if stanza.name == "message" and stanza.getAttribute("type") not in ("error", "groupchat"):
+            raise StanzaError("service-unavailable")
+        # Presence to the server itself, and message errors, need no answer (RFC 6120 §10.4).
+
+    async def dispatch_iq(self, host: Host, ev: H.StanzaEvent, scope: str) -> None:
+        """Run the registered handler and send its result (RFC 6120 §8.2.3)."""
+        stanza = ev.stanza
+        payload = next((c for c in stanza.children if isinstance(c, Element)), None)
+        if payload is None:
+            raise StanzaError("bad-request")
+        itype = stanza.getAttribute("type")
+        handler = host.iq_registry.lookup(scope, itype, payload)  # type: ignore[arg-type]
+        if handler is None:
+            raise StanzaError("service-unavailable")  # RFC 6120 §8.4
+        to = None if ev.extra.get("implicit_to") else ev.to
+        req = IqRequest(stanza, payload, ev.from_, to, ev.origin, host)
+        result = handler(req)
+        if isinstance(result, Deferred) or hasattr(result, "__await__"):
+            result = await result  # type: ignore[misc]
+        reply = st.result_for(stanza)
+        if to is None:
+            reply.attributes["from"] = ev.from_.bare_str
+        if isinstance(result, Element):
+            st.append(reply, result)
+        await self._route(reply, None)
+
+
+def _brief(stanza: Element) -> str:
+    a = stanza.attributes
+    return (f"<{stanza.name} type={a.get('type')} from={a.get('from')} to={a.get('to')}"
+            f" id={a.get('id')}>")

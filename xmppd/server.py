@@ -1,0 +1,187 @@
+"""XmppServer: wires storage, hosts, plugins, router, sessions and listeners; clean stop.
+
+Shutdown (SIGTERM/SIGINT) fires SERVER_STOPPING, closes every stream with
+<system-shutdown/> (RFC 6120 §4.9.3.20), waits briefly for peers to close, unloads plugins
+(so they can flush) and only then stops the storage thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.words.xish.domish import Element
+
+from storage.base import Storage
+from storage.sql import Database
+from xmppd import hooks as H
+from xmppd import stanza as st
+from xmppd.accounts import Accounts
+from xmppd.c2s import C2SFactory, C2SSession
+from xmppd.config import ServerConfig
+from xmppd.errors import StreamError
+from xmppd.jid import JID
+from xmppd.plugin import Host, load_plugins, unload_plugins
+from xmppd.router import Router
+from xmppd.sessions import Session, SessionManager
+from xmppd.tls import CertStore
+
+log = Logger(namespace="xmppd.server")
+
+
+class XmppServer:
+    def __init__(self, config: ServerConfig, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.config = config
+        self.clock = reactor
+        self.reactor = reactor
+        self.db = Database(config.storage_url, config.storage.pool_size)
+        self.storage = Storage(self.db)
+        self.accounts = Accounts(self.storage, config.auth.iteration_count)
+        self.sessions = SessionManager()
+        self.sessions.on_replaced = self._replaced
+        self.hosts: dict[str, Host] = {d: Host(self, d) for d in config.hosts}
+        self.router = Router(self.hosts, self.sessions)
+        self.certs: CertStore | None = None
+        self.connections: set[C2SSession] = set()
+        self.listeners: list[tuple[str, IListeningPort]] = []
+        self.started_at = time.time()
+        self._auth_failures: dict[str, tuple[int, float]] = {}
+        self.stopping = False
+
+    # -- start / stop ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.certs = CertStore(self.config)
+        self.db.migrate()
+        self.db.start(self.reactor)
+        for domain, host in self.hosts.items():
+            host.iq("set", st.NS_SESSION, "session", _legacy_session, scope="account")
+            await load_plugins(host, self.config.enabled_plugins(domain))
+        self._listen()
+        for host in self.hosts.values():
+            await host.hooks.fire(H.SERVER_STARTED, None)
+
+    def _listen(self) -> None:
+        assert self.certs is not None
+        for lc in self.config.listeners:
+            if lc.type in ("c2s", "c2s_tls"):
+                factory = C2SFactory(self, direct_tls=lc.type == "c2s_tls")
+                if lc.type == "c2s_tls":
+                    port = self.reactor.listenSSL(lc.port, factory, self.certs.factory,
+                                                  interface=lc.address)
+                else:
+                    port = self.reactor.listenTCP(lc.port, factory, interface=lc.address)
+            else:
+                raise NotImplementedError(f"listener type {lc.type} is not available yet")
+            self.listeners.append((lc.type, port))
+            log.info("listening for {type} on {addr}:{port}", type=lc.type, addr=lc.address,
+                     port=_port_number(port))
+
+    def ports(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for kind, port in self.listeners:
+            out.setdefault(kind, []).append(_port_number(port))
+        return out
+
+    def write_ports(self, path: str) -> None:
+        """Report the bound ports (tests listen on port 0 and read this file)."""
+        tmp = Path(path + ".tmp")
+        tmp.write_text(json.dumps(self.ports()))
+        tmp.replace(path)
+
+    async def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("shutting down")
+        for host in self.hosts.values():
+            await host.hooks.fire(H.SERVER_STOPPING, None)
+        for _kind, port in self.listeners:
+            await defer.maybeDeferred(port.stopListening)
+        for conn in list(self.connections):
+            conn.close(StreamError("system-shutdown"))
+        deadline = self.clock.seconds() + 3.0
+        while self.connections and self.clock.seconds() < deadline:
+            d: defer.Deferred[None] = defer.Deferred()
+            self.clock.callLater(0.05, d.callback, None)
+            await d
+        for conn in list(self.connections):
+            conn.abort()
+        for host in self.hosts.values():
+            await unload_plugins(host)
+        self.db.stop()
+        log.info("stopped")
+
+    # -- session lifecycle ------------------------------------------------------------------------
+    def session_bound(self, session: Session) -> None:
+        host = self.hosts[session.host]
+        defer.Deferred.fromCoroutine(host.hooks.fire(H.SESSION_BOUND, H.SessionEvent(session)))
+
+    def session_ended(self, session: Session, clean: bool) -> None:
+        """A bound connection closed; hibernate it (XEP-0198) or end it."""
+        if session.data.get("ended"):
+            return
+        host = self.hosts[session.host]
+        if not clean and not self.stopping and host.hooks.fire_sync(
+                H.SESSION_INTERRUPTED, H.SessionEvent(session, reason="connection lost")):
+            return
+        self.end_session(session, "closed" if clean else "connection lost")
+
+    def end_session(self, session: Session, reason: str) -> None:
+        """Unbind and announce the end of a session exactly once."""
+        if session.data.get("ended"):
+            return
+        session.data["ended"] = True
+        self.sessions.unbind(session)
+        host = self.hosts[session.host]
+        ev = H.SessionEvent(session, reason=reason)
+        defer.Deferred.fromCoroutine(host.hooks.fire(H.SESSION_CLOSED, ev))
+
+    def _replaced(self, old: Session) -> None:
+        self.end_session(old, "replaced")
+
+    async def delete_account(self, jid: JID) -> bool:
+        host = self.hosts[jid.domain]
+        await host.hooks.fire(H.ACCOUNT_DELETED, H.AccountEvent(jid.bare))
+        found = await self.accounts.delete(jid.domain, jid.local)
+        for s in self.sessions.resources(jid.bare):
+            s.close(StreamError("not-authorized", "account deleted"))
+        return found
+
+    # -- authentication throttle ------------------------------------------------------------------
+    def auth_failed(self, peer: str) -> float:
+        """Count a failure for the peer's IP; returns how long to delay the reply."""
+        ip = peer.rsplit(":", 1)[0]
+        now = self.clock.seconds()
+        count, last = self._auth_failures.get(ip, (0, now))
+        if now - last > 600:
+            count = 0
+        count += 1
+        self._auth_failures[ip] = (count, now)
+        if len(self._auth_failures) > 10000:
+            self._auth_failures = {k: v for k, v in self._auth_failures.items()
+                                   if now - v[1] < 600}
+        over = count - self.config.auth.throttle_after
+        if over <= 0:
+            return 0.0
+        return float(min(2 ** (over - 1), self.config.auth.throttle_max_delay))
+
+    def auth_succeeded(self, peer: str) -> None:
+        self._auth_failures.pop(peer.rsplit(":", 1)[0], None)
+
+
+def _port_number(port: IListeningPort) -> int:
+    number: int = port.getHost().port  # type: ignore[attr-defined]
+    return number
+
+
+def _legacy_session(req: Any) -> Element | None:
+    """RFC 3921 §3 session establishment, kept as a no-op for old clients (RFC 6121 App. E)."""
+    return None

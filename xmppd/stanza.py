@@ -1,0 +1,213 @@
+"""Helpers over twisted.words.xish.domish.Element: lookup by namespace, builders, serializer.
+
+Stanzas inside the server always carry the ``jabber:client`` namespace on their top element
+(s2s input is normalised on the way in); the serializer writes them in whatever content
+namespace the outgoing stream declares (RFC 6120 §4.8.3), so routing never rewrites trees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+from twisted.words.xish.domish import Element
+
+NS_CLIENT: Final = "jabber:client"
+NS_SERVER: Final = "jabber:server"
+NS_STREAMS: Final = "http://etherx.jabber.org/streams"
+NS_XML: Final = "http://www.w3.org/XML/1998/namespace"
+NS_TLS: Final = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL: Final = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND: Final = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SESSION: Final = "urn:ietf:params:xml:ns:xmpp-session"
+NS_STANZAS: Final = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_STREAM_ERRORS: Final = "urn:ietf:params:xml:ns:xmpp-streams"
+NS_DELAY: Final = "urn:xmpp:delay"
+
+STANZA_NAMES: Final = frozenset(("message", "presence", "iq"))
+
+__all__ = ["Element"]
+
+
+def child(el: Element, name: str, ns: str | None) -> Element | None:
+    """First child element with this name and namespace (None if absent)."""
+    for c in el.children:
+        if isinstance(c, Element) and c.name == name and c.uri == ns:
+            return c
+    return None
+
+
+def children(el: Element, name: str | None = None, ns: str | None = None) -> Iterator[Element]:
+    """Child elements, optionally filtered by name and/or namespace."""
+    for c in el.children:
+        if isinstance(c, Element) and (name is None or c.name == name) and (
+            ns is None or c.uri == ns
+        ):
+            yield c
+
+
+def element_children(el: Element) -> list[Element]:
+    return [c for c in el.children if isinstance(c, Element)]
+
+
+def text(el: Element | None) -> str:
+    """Concatenated character data directly inside ``el`` ('' when None)."""
+    if el is None:
+        return ""
+    return "".join(c for c in el.children if isinstance(c, str))
+
+
+def child_text(el: Element, name: str, ns: str | None) -> str | None:
+    c = child(el, name, ns)
+    return None if c is None else text(c)
+
+
+def lang(el: Element) -> str | None:
+    value = el.attributes.get((NS_XML, "lang"))
+    return value if isinstance(value, str) else None
+
+
+def make(name: str, ns: str | None = NS_CLIENT, attrs: dict[str, str] | None = None) -> Element:
+    el = Element((ns, name), defaultUri=ns)
+    if attrs:
+        el.attributes.update({k: v for k, v in attrs.items() if v is not None})
+    return el
+
+
+def add(parent: Element, name: str, ns: str | None = None, text_: str | None = None,
+        attrs: dict[str, str] | None = None) -> Element:
+    """Append a child element; ``ns`` defaults to the parent's namespace."""
+    uri = parent.uri if ns is None else ns
+    el = Element((uri, name), defaultUri=uri)
+    if attrs:
+        el.attributes.update(attrs)
+    if text_ is not None:
+        el.children.append(text_)
+    el.parent = parent
+    parent.children.append(el)
+    return el
+
+
+def append(parent: Element, el: Element) -> Element:
+    el.parent = parent
+    parent.children.append(el)
+    return el
+
+
+def iq(type_: str, id_: str, to: str | None = None, from_: str | None = None) -> Element:
+    el = make("iq", NS_CLIENT, {"type": type_, "id": id_})
+    if to:
+        el.attributes["to"] = to
+    if from_:
+        el.attributes["from"] = from_
+    return el
+
+
+def result_for(request: Element) -> Element:
+    """An empty ``type=result`` reply addressed back to the requester (RFC 6120 §8.2.3)."""
+    reply = make("iq", NS_CLIENT, {"type": "result", "id": request.getAttribute("id", "")})
+    frm, to = request.getAttribute("from"), request.getAttribute("to")
+    if frm:
+        reply.attributes["to"] = frm
+    if to:
+        reply.attributes["from"] = to
+    return reply
+
+
+def copy(el: Element) -> Element:
+    """Deep copy of an element tree (children lists are not shared)."""
+    new = Element((el.uri, el.name), defaultUri=el.defaultUri)
+    new.attributes = dict(el.attributes)
+    for c in el.children:
+        if isinstance(c, Element):
+            append(new, copy(c))
+        else:
+            new.children.append(c)
+    return new
+
+
+def shallow_copy(el: Element) -> Element:
+    """A new top element with its own attributes dict but shared children (cheap re-address)."""
+    new = Element((el.uri, el.name), defaultUri=el.defaultUri)
+    new.attributes = dict(el.attributes)
+    new.children = list(el.children)
+    return new
+
+
+# --- serialization -------------------------------------------------------------------------
+
+_TEXT_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ATTR_ESCAPE = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
+     "\r": "&#13;"}
+)
+
+
+def escape_text(value: str) -> str:
+    return value.translate(_TEXT_ESCAPE)
+
+
+def escape_attr(value: str) -> str:
+    return value.translate(_ATTR_ESCAPE)
+
+
+def serialize(el: Element, content_ns: str = NS_CLIENT, explicit_ns: bool = False) -> str:
+    """Serialize ``el`` as a direct child of a stream whose default namespace is ``content_ns``.
+
+    Elements in ``jabber:client`` are written in ``content_ns`` so one tree serves c2s and s2s.
+    With ``explicit_ns`` the top element always declares its namespace (RFC 7395 framing).
+    """
+    out: list[str] = []
+    _write(el, "" if explicit_ns else content_ns, content_ns, out)
+    return "".join(out)
+
+
+def _write(el: Element, parent_ns: str | None, content_ns: str | None, out: list[str]) -> None:
+    # content_ns maps jabber:client only along the chain of stanza-namespace elements from
+    # the top; a jabber:client stanza nested in another namespace (XEP-0297) stays as it is.
+    ns = el.uri
+    if ns == NS_CLIENT:
+        if content_ns is not None:
+            ns = content_ns
+    else:
+        content_ns = None
+    name = el.name
+    out.append("<" + name)
+    if ns != parent_ns:
+        out.append(f' xmlns="{escape_attr(ns or "")}"')
+    extra: dict[str, str] | None = None
+    for key, value in el.attributes.items():
+        if isinstance(key, tuple):
+            uri, local = key
+            if uri == NS_XML:
+                out.append(f' xml:{local}="{escape_attr(value)}"')
+                continue
+            if not uri:
+                out.append(f' {local}="{escape_attr(value)}"')
+                continue
+            if extra is None:
+                extra = {}
+            prefix = extra.setdefault(uri, f"ns{len(extra)}")
+            out.append(f' xmlns:{prefix}="{escape_attr(uri)}"'
+                       f' {prefix}:{local}="{escape_attr(value)}"')
+        else:
+            out.append(f' {key}="{escape_attr(value)}"')
+    kids = el.children
+    if not kids:
+        out.append("/>")
+        return
+    out.append(">")
+    for c in kids:
+        if isinstance(c, str):
+            out.append(c.translate(_TEXT_ESCAPE))
+        elif isinstance(c, Element):
+            _write(c, ns, content_ns, out)
+        else:  # domish.SerializedXML: already-escaped markup
+            out.append(str(c))
+    out.append(f"</{name}>")
+
+
+def stamp_delay(el: Element, from_: str, stamp: str, reason: str | None = None) -> Element:
+    """Add a XEP-0203 <delay/> to a stanza (``stamp`` is an XEP-0082 DateTime)."""
+    d = add(el, "delay", NS_DELAY, reason, {"from": from_, "stamp": stamp})
+    return d

@@ -1,0 +1,214 @@
+"""TLS contexts per served domain, picked by SNI; development self-signed certificates.
+
+RFC 7590 / RFC 6120 §13.8: TLS 1.2 or later, no compression, strong AEAD suites. XEP-0368:
+direct-TLS listeners negotiate ALPN ``xmpp-client`` / ``xmpp-server``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from xmppd.config import ServerConfig, TLSConfig
+
+log = Logger(namespace="xmppd.tls")
+
+ALPN_PROTOCOLS = (b"xmpp-client", b"xmpp-server")
+
+
+class TLSConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    cert: Path
+    key: Path
+    generated: bool = False
+
+
+def find_cert(cfg: ServerConfig, domain: str) -> CertPaths | None:
+    """Configured paths, then ``certs/<domain>.crt``, then the data dir's generated one."""
+    hc = cfg.hosts.get(domain)
+    if hc is not None and hc.cert:
+        return CertPaths(cfg.resolve(hc.cert), cfg.resolve(hc.key))
+    for folder, generated in ((cfg.resolve("certs"), False),
+                              (cfg.resolve(cfg.data_dir) / "certs", True)):
+        crt, key = folder / f"{domain}.crt", folder / f"{domain}.key"
+        if crt.exists() and key.exists():
+            return CertPaths(crt, key, generated)
+    return None
+
+
+def ensure_cert(cfg: ServerConfig, domain: str) -> CertPaths:
+    found = find_cert(cfg, domain)
+    if found is not None:
+        return found
+    if not cfg.tls.self_signed:
+        raise TLSConfigError(
+            f"hosts.{domain}: no certificate configured and tls.self_signed is false "
+            f"(set hosts.{domain}.cert/key or put certs/{domain}.crt and .key)")
+    folder = cfg.resolve(cfg.data_dir) / "certs"
+    paths = CertPaths(folder / f"{domain}.crt", folder / f"{domain}.key", True)
+    generate_self_signed(domain, paths.cert, paths.key)
+    log.warn("generated a self-signed certificate for {domain} in {path}; clients will not "
+             "trust it - configure a real certificate for production", domain=domain,
+             path=str(paths.cert))
+    return paths
+
+
+def generate_self_signed(domain: str, cert_path: Path, key_path: Path, days: int = 825,
+                         issuer_cert: x509.Certificate | None = None,
+                         issuer_key: ec.EllipticCurvePrivateKey | None = None,
+                         extra_names: tuple[str, ...] = ()) -> None:
+    """Write an EC P-256 certificate for ``domain`` and ``*.domain`` (subdomain services),
+    self-signed or signed by the given issuer (tests make their own CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    names: list[x509.GeneralName] = []
+    for n in (domain, f"*.{domain}", *extra_names):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            names.append(x509.DNSName(n))
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    signer = issuer_key if issuer_key is not None else key
+    cert = builder.sign(signer, hashes.SHA256())
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def check_cert(paths: CertPaths, domain: str) -> list[str]:
+    """Problems with a certificate for ``domain`` (empty list = fine)."""
+    problems: list[str] = []
+    try:
+        cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        return [f"{paths.cert}: cannot read certificate: {exc}"]
+    try:
+        serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        problems.append(f"{paths.key}: cannot read private key: {exc}")
+    now = datetime.datetime.now(datetime.UTC)
+    if cert.not_valid_after_utc < now:
+        problems.append(f"{paths.cert}: expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+    if cert.not_valid_before_utc > now:
+        problems.append(f"{paths.cert}: not valid before {cert.not_valid_before_utc:%Y-%m-%d}")
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns = sans.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns = []
+    if not any(_dns_match(pattern, domain) for pattern in dns):
+        problems.append(f"{paths.cert}: no subjectAltName matches {domain} (has {dns})")
+    if not problems:
+        try:
+            make_context(paths, "1.2", TLSConfig().ciphers)
+        except SSL.Error as exc:
+            problems.append(f"{paths.cert}: certificate and key do not work together: {exc}")
+    return problems
+
+
+def _dns_match(pattern: str, name: str) -> bool:
+    pattern, name = pattern.lower(), name.lower()
+    if pattern.startswith("*."):
+        return name.count(".") == pattern.count(".") and name.endswith(pattern[1:])
+    return pattern == name
+
+
+def make_context(paths: CertPaths, min_version: str, ciphers: str) -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION if min_version == "1.3" else SSL.TLS1_2_VERSION)
+    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
+                    | SSL.OP_NO_RENEGOTIATION)
+    ctx.set_cipher_list(ciphers.encode())
+    ctx.use_certificate_chain_file(str(paths.cert))
+    ctx.use_privatekey_file(str(paths.key))
+    ctx.check_privatekey()
+    ctx.set_session_id(b"xmppd")
+    ctx.set_alpn_select_callback(_select_alpn)
+    return ctx
+
+
+def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes | Any:
+    for proto in ALPN_PROTOCOLS:
+        if proto in offered:
+            return proto
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+@implementer(IOpenSSLContextFactory)
+class ContextFactory:
+    """Twisted context factory (``getContext``) choosing the domain's context by SNI."""
+
+    def __init__(self, contexts: dict[str, SSL.Context], default: str) -> None:
+        self.contexts = contexts
+        self.default = contexts[default]
+        for ctx in contexts.values():
+            ctx.set_tlsext_servername_callback(self._on_sni)
+
+    def _on_sni(self, conn: SSL.Connection) -> None:
+        name = conn.get_servername()
+        if not name:
+            return
+        domain = name.decode("ascii", "replace").lower().rstrip(".")
+        ctx = self.contexts.get(domain)
+        if ctx is None and "." in domain:
+            ctx = self.contexts.get(domain.split(".", 1)[1])  # service subdomain
+        if ctx is not None:
+            conn.set_context(ctx)
+
+    def getContext(self) -> SSL.Context:  # noqa: N802 (Twisted API)
+        return self.default
+
+
+class CertStore:
+    """Loads (or generates) a certificate for every host at start-up."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.paths: dict[str, CertPaths] = {}
+        self.contexts: dict[str, SSL.Context] = {}
+        for domain in cfg.hosts:
+            paths = ensure_cert(cfg, domain)
+            try:
+                self.contexts[domain] = make_context(paths, cfg.tls.min_version, cfg.tls.ciphers)
+            except (SSL.Error, OSError) as exc:
+                raise TLSConfigError(f"hosts.{domain}: cannot load {paths.cert}: {exc}") from None
+            self.paths[domain] = paths
+        self.factory = ContextFactory(self.contexts, next(iter(cfg.hosts)))
+
+    def certificate_der(self, domain: str) -> bytes:
+        """DER of the domain's leaf certificate (for tls-server-end-point bindings)."""
+        cert = x509.load_pem_x509_certificate(self.paths[domain].cert.read_bytes())
+        return cert.public_bytes(serialization.Encoding.DER)

@@ -1,0 +1,316 @@
+"""The hardened XML stream: a restricted expat parser and the stream open/close/error protocol.
+
+RFC 6120 §11.1 restricts XML: no comments, processing instructions, DTDs or entity
+declarations; §11.6 requires UTF-8. Stanzas are also held to a byte budget and a nesting
+depth so that one peer cannot make the server buffer or recurse without bound (§13.12).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+from xml.parsers import expat
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.words.xish.domish import Element
+
+from xmppd import stanza as st
+from xmppd.errors import StreamError
+
+_SEP: Final = "\x1f"
+_STREAM_QNAME: Final = st.NS_STREAMS + _SEP + "stream"
+_UNBOUND_PREFIX: Final = 27  # expat XML_ERROR_UNBOUND_PREFIX
+_INVALID_TOKEN_ERRORS: Final = frozenset((4,))  # XML_ERROR_INVALID_TOKEN
+_XML_NS_PREFIX: Final = st.NS_XML + _SEP
+
+
+class StreamSink(Protocol):
+    """Receives parse events; any StreamError raised here closes the stream."""
+
+    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
+                       prefix: str | None) -> None: ...
+
+    def element_received(self, el: Element) -> None: ...
+
+    def stream_ended(self) -> None: ...
+
+
+class XMLStreamParser:
+    """Incremental, restricted parser for one XML stream (recreated on every stream restart)."""
+
+    def __init__(self, sink: StreamSink, max_stanza_bytes: int = 262144,
+                 max_depth: int = 48) -> None:
+        self.sink = sink
+        self.max_stanza_bytes = max_stanza_bytes
+        self.max_depth = max_depth
+        self._parser = self._make_parser()
+        self._stack: list[Element] = []
+        self._depth = 0
+        self._fed = 0
+        self._stanza_start = 0
+        self._ns_decls: dict[str | None, str] = {}
+
+    def _make_parser(self) -> expat.XMLParserType:
+        p = expat.ParserCreate("UTF-8", _SEP)
+        p.namespace_prefixes = True
+        p.buffer_text = True
+        p.ordered_attributes = False
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._chars
+        p.StartNamespaceDeclHandler = self._ns_decl
+        p.XmlDeclHandler = self._xml_decl
+        p.StartDoctypeDeclHandler = self._restricted
+        p.CommentHandler = self._restricted
+        p.ProcessingInstructionHandler = self._restricted
+        p.EntityDeclHandler = self._restricted
+        p.ElementDeclHandler = self._restricted
+        p.AttlistDeclHandler = self._restricted
+        p.NotationDeclHandler = self._restricted
+        p.UnparsedEntityDeclHandler = self._restricted
+        p.ExternalEntityRefHandler = self._restricted_ext
+        return p
+
+    # -- public -------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Parse a chunk; raises StreamError on any violation (RFC 6120 §4.9.3)."""
+        self._fed += len(data)
+        try:
+            self._parser.Parse(data, False)
+        except expat.ExpatError as exc:
+            if exc.code == _UNBOUND_PREFIX:
+                raise StreamError("bad-namespace-prefix") from None
+            raise StreamError("not-well-formed") from None
+        if self._depth >= 2 and self._fed - self._stanza_start > self.max_stanza_bytes:
+            raise StreamError("policy-violation", "stanza too large")
+        if self._depth == 0 and self._fed > 8192:
+            raise StreamError("policy-violation", "stream header too large")
+
+    # -- expat callbacks -------------------------------------------------------------------
+    def _restricted(self, *args: object) -> None:
+        raise StreamError("restricted-xml")
+
+    def _restricted_ext(self, *args: object) -> int:
+        raise StreamError("restricted-xml")
+
+    def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
+        if encoding is not None and encoding.lower().replace("-", "") != "utf8":
+            raise StreamError("unsupported-encoding")
+
+    def _ns_decl(self, prefix: str | None, uri: str | None) -> None:
+        if self._depth == 0:
+            self._ns_decls[prefix] = uri or ""
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        depth = self._depth = self._depth + 1
+        if depth == 1:
+            self._stream_start(name, attrs)
+            return
+        if depth == 2:
+            self._stanza_start = self._parser.CurrentByteIndex
+        elif depth > self.max_depth:
+            raise StreamError("policy-violation", "elements nested too deeply")
+        parts = name.split(_SEP)
+        uri: str | None = parts[0] if len(parts) > 1 else None
+        el = Element((uri, parts[1] if uri is not None else parts[0]), defaultUri=uri)
+        if attrs:
+            el.attributes = {_attr_key(k): v for k, v in attrs.items()}
+        stack = self._stack
+        if stack:
+            parent = stack[-1]
+            el.parent = parent
+            parent.children.append(el)
+        stack.append(el)
+
+    def _end(self, name: str) -> None:
+        depth = self._depth
+        self._depth = depth - 1
+        if depth == 1:
+            self.sink.stream_ended()
+            return
+        el = self._stack.pop()
+        if depth == 2:
+            if self._parser.CurrentByteIndex - self._stanza_start > self.max_stanza_bytes:
+                raise StreamError("policy-violation", "stanza too large")
+            self.sink.element_received(el)
+
+    def _chars(self, data: str) -> None:
+        if self._depth >= 2:
+            kids = self._stack[-1].children
+            if kids and isinstance(kids[-1], str):
+                kids[-1] += data
+            else:
+                kids.append(data)
+        elif data.strip():
+            # Only whitespace (keepalives) may appear between stanzas.
+            raise StreamError("bad-format", "character data at stream level")
+
+    def _stream_start(self, name: str, attrs: dict[str, str]) -> None:
+        parts = name.split(_SEP)
+        prefix = parts[2] if len(parts) > 2 else None
+        if parts[0] + _SEP + (parts[1] if len(parts) > 1 else "") != _STREAM_QNAME:
+            # RFC 6120 §4.9.3.10: wrong stream namespace (or a different root element).
+            raise StreamError("invalid-namespace")
+        clean: dict[str, str] = {}
+        for k, v in attrs.items():
+            key = _attr_key(k)
+            if isinstance(key, tuple):
+                if key[0] == st.NS_XML:
+                    clean["xml:" + key[1]] = v
+            else:
+                clean[key] = v
+        self.sink.stream_started(clean, self._ns_decls.get(None), prefix)
+
+
+def _attr_key(name: str) -> str | tuple[str, str]:
+    if _SEP not in name:
+        return name
+    parts = name.split(_SEP)
+    return (parts[0], parts[1])
+
+
+def stream_error_xml(err: StreamError) -> str:
+    """``<stream:error>`` in the prefix our headers declare (RFC 6120 §4.9.2)."""
+    body = f"<{err.condition} xmlns='{st.NS_STREAM_ERRORS}'/>"
+    if err.text:
+        body += (f"<text xmlns='{st.NS_STREAM_ERRORS}' xml:lang='en'>"
+                 f"{st.escape_text(err.text)}</text>")
+    return f"<stream:error>{body}</stream:error>"
+
+
+def new_stream_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Clock(Protocol):
+    def callLater(self, delay: float, callable: Callable[..., object],  # noqa: N802
+                  *args: object, **kw: object) -> IDelayedCall: ...
+
+    def seconds(self) -> float: ...
+
+
+class XmlStream(protocol.Protocol):
+    """Shared stream mechanics for c2s and s2s: framing, errors and the close handshake.
+
+    Subclasses implement ``stream_started``, ``element_received`` and ``on_closed``.
+    """
+
+    log = Logger()
+    transport: Any  # a TCP/TLS transport (startTLS, pauseProducing, abortConnection ...)
+    content_ns: str = st.NS_CLIENT
+    max_stanza_bytes = 262144
+    close_timeout = 10.0
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.parser: XMLStreamParser | None = None
+        self.stream_id = ""
+        self.header_sent = False
+        self.closing = False  # we sent </stream:stream>
+        self.closed = False
+        self._close_timer: IDelayedCall | None = None
+        self.peer = "?"
+
+    # -- twisted Protocol --------------------------------------------------------------------
+    def connectionMade(self) -> None:  # noqa: N802
+        addr = self.transport.getPeer() if self.transport else None
+        host = getattr(addr, "host", None)
+        port = getattr(addr, "port", None)
+        self.peer = f"{host}:{port}" if host is not None else str(addr)
+        self.reset_parser()
+
+    def reset_parser(self) -> None:
+        """Start a new XML document (initial stream and each RFC 6120 §4.3.3 restart)."""
+        self.parser = XMLStreamParser(self, self.max_stanza_bytes)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self.closed or self.parser is None:
+            return
+        try:
+            self.parser.feed(data)
+        except StreamError as err:
+            self.stream_error(err)
+        except Exception:
+            self.log.failure("internal error processing stream data from {peer}", peer=self.peer)
+            self.stream_error(StreamError("internal-server-error"))
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        self.closed = True
+        self.parser = None
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
+        self.on_closed(reason)
+
+    # -- hooks for subclasses ---------------------------------------------------------------
+    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
+                       prefix: str | None) -> None:
+        raise NotImplementedError
+
+    def element_received(self, el: Element) -> None:
+        raise NotImplementedError
+
+    def on_closed(self, reason: Failure) -> None:
+        """The TCP connection is gone (for any reason)."""
+
+    # -- writing -----------------------------------------------------------------------------
+    def write(self, data: str) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data.encode("utf-8"))
+
+    def send_element(self, el: Element) -> None:
+        self.write(st.serialize(el, self.content_ns))
+
+    def send_header(self, attrs: dict[str, str], extra_ns: str = "") -> None:
+        """Send our stream header (RFC 6120 §4.7); ``attrs`` values are escaped here."""
+        parts = [f"<?xml version='1.0'?><stream:stream xmlns='{self.content_ns}'"
+                 f" xmlns:stream='{st.NS_STREAMS}'{extra_ns}"]
+        for k, v in attrs.items():
+            if v:
+                parts.append(f" {k}='{st.escape_attr(v)}'")
+        parts.append(">")
+        self.header_sent = True
+        self.write("".join(parts))
+
+    def default_header_attrs(self) -> dict[str, str]:
+        """Header used when an error must be sent before a proper header could be (§4.9.1.2)."""
+        return {"version": "1.0"}
+
+    def stream_error(self, err: StreamError) -> None:
+        """Send a stream error and close (RFC 6120 §4.9.1.1)."""
+        if self.closed or self.closing:
+            return
+        self.log.info("stream error {condition} to {peer}: {text}", condition=err.condition,
+                      peer=self.peer, text=err.text or "")
+        if not self.header_sent:
+            if not self.stream_id:
+                self.stream_id = new_stream_id()
+            self.send_header({**self.default_header_attrs(), "id": self.stream_id})
+        self.write(stream_error_xml(err))
+        self.close_stream()
+
+    def close_stream(self) -> None:
+        """Send ``</stream:stream>`` and wait briefly for the peer's (RFC 6120 §4.4)."""
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        self.write("</stream:stream>")
+        self._close_timer = self.clock.callLater(self.close_timeout, self.abort)
+
+    def stream_ended(self) -> None:
+        """The peer closed its stream: answer with ours if needed, then drop TCP."""
+        if not self.closing:
+            self.closing = True
+            self.write("</stream:stream>")
+        self.parser = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abortConnection()
