@@ -19,8 +19,12 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.dialects.mysql import MEDIUMTEXT
 
 metadata = MetaData()
+
+# Stanzas and XML blobs exceed MySQL's 64 KiB TEXT; MEDIUMTEXT holds 16 MiB.
+BigText = Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb")
 
 # JIDs compare by exact (already PRECIS-prepared) code points: MySQL's default collations are
 # case- and accent-insensitive, which would merge distinct JIDs, so every table is binary.
@@ -45,10 +49,10 @@ credentials = Table(
     Column("host", String(HOST), primary_key=True),
     Column("username", String(USER), primary_key=True),
     Column("mechanism", String(32), primary_key=True),
-    Column("salt", LargeBinary(64), nullable=False),
+    Column("salt", LargeBinary(), nullable=False),
     Column("iterations", Integer, nullable=False),
-    Column("stored_key", LargeBinary(64), nullable=False),
-    Column("server_key", LargeBinary(64), nullable=False),
+    Column("stored_key", LargeBinary(), nullable=False),
+    Column("server_key", LargeBinary(), nullable=False),
     **MYSQL,
 )
 
@@ -60,7 +64,7 @@ kv = Table(
     Column("username", String(USER), primary_key=True),
     Column("store", String(64), primary_key=True),
     Column("key", String(191), primary_key=True),
-    Column("value", Text, nullable=False),
+    Column("value", BigText, nullable=False),
     **MYSQL,
 )
 

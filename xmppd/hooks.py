@@ -113,6 +113,9 @@ class HookBus:
                             handler=handler)
                 continue
             if inspect.isawaitable(result):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
                 raise TypeError(f"handler for sync hook {hook.name} returned an awaitable")
             if result:
                 return True

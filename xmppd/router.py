@@ -67,9 +67,16 @@ class Router:
         if not may_reply_with_error(stanza) or not stanza.getAttribute("from"):
             return
         reply = error_reply(stanza, err)
-        if not reply.getAttribute("from"):
+        sender = JID.parse(stanza.attributes["from"])
+        original_to = reply.getAttribute("from")
+        if not original_to:
             # No 'to' meant "my own account" (RFC 6120 §10.3): answer from the bare JID.
-            reply.attributes["from"] = JID.parse(stanza.attributes["from"]).bare_str
+            reply.attributes["from"] = sender.bare_str
+        else:
+            try:
+                JID.parse(original_to)
+            except JIDError:
+                reply.attributes["from"] = sender.domain  # the 'to' was not a JID at all
         try:
             await self._route(reply, None)
         except Exception:

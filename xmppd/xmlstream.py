@@ -293,6 +293,11 @@ class XmlStream(protocol.Protocol):
             self.send_header({**self.default_header_attrs(), "id": self.stream_id})
         self.write(stream_error_xml(err))
         self.close_stream()
+        # A stream error is unrecoverable (RFC 6120 §4.9.1.1) and after a parse error we could
+        # not even read the peer's closing tag, so the connection is dropped once written.
+        self.parser = None
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def close_stream(self) -> None:
         """Send ``</stream:stream>`` and wait briefly for the peer's (RFC 6120 §4.4)."""

@@ -131,7 +131,13 @@ class RawStream:
                 assert end.tag == "__stream_end__", end.tag
                 return cond
 
-    async def eof(self, timeout: float = 10.0) -> bool:
+    async def eof(self, timeout: float = 10.0, close_first: bool = True) -> bool:
+        """Wait for TCP close; by default answer the server's </stream> first (RFC 6120 §4.4)."""
+        if close_first:
+            try:
+                await self.send("</stream:stream>")
+            except (ConnectionError, RuntimeError):
+                return True
         try:
             while True:
                 data = await asyncio.wait_for(self.reader.read(65536), timeout)

@@ -6,6 +6,7 @@ Revises:
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.mysql import MEDIUMTEXT
 
 MYSQL = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
@@ -28,10 +29,10 @@ def upgrade() -> None:
         sa.Column("host", sa.String(255), primary_key=True),
         sa.Column("username", sa.String(255), primary_key=True),
         sa.Column("mechanism", sa.String(32), primary_key=True),
-        sa.Column("salt", sa.LargeBinary(64), nullable=False),
+        sa.Column("salt", sa.LargeBinary(), nullable=False),
         sa.Column("iterations", sa.Integer, nullable=False),
-        sa.Column("stored_key", sa.LargeBinary(64), nullable=False),
-        sa.Column("server_key", sa.LargeBinary(64), nullable=False),
+        sa.Column("stored_key", sa.LargeBinary(), nullable=False),
+        sa.Column("server_key", sa.LargeBinary(), nullable=False),
         **MYSQL,
     )
     op.create_table(
@@ -40,7 +41,8 @@ def upgrade() -> None:
         sa.Column("username", sa.String(255), primary_key=True),
         sa.Column("store", sa.String(64), primary_key=True),
         sa.Column("key", sa.String(191), primary_key=True),
-        sa.Column("value", sa.Text, nullable=False),
+        sa.Column("value", sa.Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb"),
+                  nullable=False),
         **MYSQL,
     )
 

@@ -1,0 +1,311 @@
+"""Bad input gets the right stream or stanza error, and nobody else notices (RFC 6120 §4.9)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import start_server
+from tests.support.ca import CertAuthority
+from tests.support.client import Client, connect, run
+from tests.support.raw import NS_SASL, RawStream, q, stanza_error
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def srv(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from start_server(tmp_path_factory.mktemp("bad"), "sqlite", ca, config={
+        "limits": {"max_stanza_size": 20000},
+        "auth": {"throttle_after": 2, "throttle_max_delay": 2.0},
+    })
+
+
+async def bystander(srv: ServerProcess) -> Client:
+    jid, _ = srv.new_user("ok")
+    return await connect(srv, jid)
+
+
+async def still_fine(c: Client) -> None:
+    """The bystander's stream still works end to end."""
+    assert await c.plugin["xep_0199"].ping("localhost", timeout=5) is not None
+
+
+async def logged_in(srv: ServerProcess) -> RawStream:
+    jid, pw = srv.new_user("raw")
+    raw = await RawStream.open(srv.c2s_port)
+    await raw.login(str(srv.ca.ca_file), jid.split("@")[0], pw)
+    return raw
+
+
+async def tls_stream(srv: ServerProcess) -> RawStream:
+    raw = await RawStream.open(srv.c2s_port)
+    await raw.open_stream()
+    await raw.starttls(str(srv.ca.ca_file))
+    await raw.open_stream()
+    return raw
+
+
+@pytest.mark.parametrize("payload,condition", [
+    ("<message><body>unclosed</message>", "not-well-formed"),
+    ("<message to='a@localhost'><body>&undefined;</body></message>", "not-well-formed"),
+    ("<!-- a comment -->", "restricted-xml"),
+    ("<?pi data?>", "restricted-xml"),
+    ("<message><body>x</body><!-- inside --></message>", "restricted-xml"),
+    ("hello there", "bad-format"),
+    ("<foo xmlns='urn:example:unknown'/>", "unsupported-stanza-type"),
+    ("<unknown/>", "unsupported-stanza-type"),
+    ("<x:message xmlns:y='jabber:client'/>", "bad-namespace-prefix"),
+])
+def test_bad_xml_after_login(srv: ServerProcess, payload: str, condition: str) -> None:
+    async def body() -> None:
+        other = await bystander(srv)
+        raw = await logged_in(srv)
+        await raw.send(payload)
+        assert await raw.stream_error() == condition
+        assert await raw.eof()
+        await still_fine(other)
+        await other.close()
+
+    run(body())
+
+
+@pytest.mark.parametrize("header,condition", [
+    ("<?xml version='1.0'?><!DOCTYPE stream [<!ENTITY x 'y'>]>"
+     "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+     "to='localhost' version='1.0'>", "restricted-xml"),
+    ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+     "to='elsewhere.example' version='1.0'>", "host-unknown"),
+    ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+     "version='1.0'>", "host-unknown"),
+    ("<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+     "to='localhost' version='1.0'>", "invalid-namespace"),
+    ("<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong' "
+     "to='localhost' version='1.0'>", "invalid-namespace"),
+    ("<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/streams' "
+     "to='localhost' version='1.0'>", "bad-namespace-prefix"),
+    ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+     "to='localhost'>", "unsupported-version"),
+    ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+     "to='localhost' version='2.0'>", "unsupported-version"),
+    ("<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream xmlns='jabber:client' "
+     "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+     "unsupported-encoding"),
+])
+def test_bad_stream_header(srv: ServerProcess, header: str, condition: str) -> None:
+    async def body() -> None:
+        raw = await RawStream.open(srv.c2s_port)
+        await raw.send(header)
+        assert await raw.stream_error() == condition
+        # RFC 6120 §4.9.1.2: even then the server opens its own stream first.
+        assert raw.header is not None and raw.header.get("id")
+
+    run(body())
+
+
+def test_stanza_too_large_is_policy_violation(srv: ServerProcess) -> None:
+    async def body() -> None:
+        other = await bystander(srv)
+        raw = await logged_in(srv)
+        big = "x" * 30000
+        await raw.send(f"<message to='{raw.jid}'><body>{big}</body></message>")
+        assert await raw.stream_error() == "policy-violation"
+        await still_fine(other)
+        await other.close()
+
+    run(body())
+
+
+def test_slow_oversize_stanza_is_cut_before_it_completes(srv: ServerProcess) -> None:
+    async def body() -> None:
+        raw = await logged_in(srv)
+        await raw.send("<message><body>")
+        for _ in range(30):
+            await raw.send("y" * 1000)
+        assert await raw.stream_error() == "policy-violation"
+
+    run(body())
+
+
+def test_megabyte_of_random_bytes(srv: ServerProcess) -> None:
+    async def body() -> None:
+        other = await bystander(srv)
+        raw = await logged_in(srv)
+        try:
+            await raw.send(os.urandom(1024 * 1024))
+        except ConnectionError:
+            pass
+        cond = await raw.stream_error()
+        assert cond in ("not-well-formed", "policy-violation", "bad-format",
+                        "restricted-xml", "bad-namespace-prefix")
+        await still_fine(other)
+        await other.close()
+
+    run(body())
+
+
+def test_random_bytes_before_tls(srv: ServerProcess) -> None:
+    async def body() -> None:
+        raw = await RawStream.open(srv.c2s_port)
+        await raw.send(os.urandom(65536))
+        assert await raw.stream_error() in ("not-well-formed", "invalid-namespace",
+                                            "restricted-xml", "policy-violation")
+
+    run(body())
+
+
+def test_stanza_before_authentication(srv: ServerProcess) -> None:
+    async def body() -> None:
+        raw = await tls_stream(srv)
+        await raw.send("<message to='someone@localhost'><body>hi</body></message>")
+        assert await raw.stream_error() == "not-authorized"
+        plain = await RawStream.open(srv.c2s_port)
+        await plain.open_stream()
+        await plain.send("<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>")
+        assert await plain.stream_error() == "not-authorized"
+
+    run(body())
+
+
+def test_sasl_before_starttls_requires_encryption(srv: ServerProcess) -> None:
+    async def body() -> None:
+        raw = await RawStream.open(srv.c2s_port)
+        features = await raw.open_stream()
+        mechs = features.find(q(NS_SASL, "mechanisms"))
+        assert mechs is None  # only STARTTLS is offered while TLS is required
+        await raw.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>AGEAYg==</auth>")
+        fail = await raw.read()
+        assert fail.tag == q(NS_SASL, "failure")
+        assert fail.find(q(NS_SASL, "encryption-required")) is not None
+
+    run(body())
+
+
+def test_wrong_password_then_retry_on_same_stream(srv: ServerProcess) -> None:
+    jid, pw = srv.new_user("retry")
+    user = jid.split("@")[0]
+
+    async def body() -> None:
+        raw = await tls_stream(srv)
+        for cond_el in (await raw.auth_plain(user, "wrong"), await raw.auth_plain(user, "bad")):
+            assert cond_el.tag == q(NS_SASL, "failure")
+            assert cond_el.find(q(NS_SASL, "not-authorized")) is not None
+        # From now on (throttle_after = 2) replies are delayed, but the stream stays usable.
+        started = time.monotonic()
+        third = await raw.auth_plain(user, "worse")
+        assert third.find(q(NS_SASL, "not-authorized")) is not None
+        assert time.monotonic() - started >= 0.9
+        ok = await raw.auth_plain(user, pw)
+        assert ok.tag == q(NS_SASL, "success")
+        await raw.open_stream()
+        assert await raw.bind("again") == f"{jid}/again"
+
+    run(body())
+
+
+def test_too_many_failures_close_the_stream(srv: ServerProcess) -> None:
+    jid, _ = srv.new_user("many")
+
+    async def body() -> None:
+        raw = await tls_stream(srv)
+        for _ in range(5):
+            await raw.auth_plain(jid.split("@")[0], "nope")
+        assert await raw.stream_error() == "not-authorized"
+
+    run(body())
+
+
+def test_sasl_garbage(srv: ServerProcess) -> None:
+    async def body() -> None:
+        raw = await tls_stream(srv)
+        await raw.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>***not base64***</auth>")
+        el = await raw.read()
+        assert el.find(q(NS_SASL, "incorrect-encoding")) is not None
+        await raw.send(f"<auth xmlns='{NS_SASL}' mechanism='X-UNKNOWN'/>")
+        el = await raw.read()
+        assert el.find(q(NS_SASL, "invalid-mechanism")) is not None
+        await raw.send(f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>"
+                       "bm9uc2Vuc2U=</auth>")
+        el = await raw.read()
+        assert el.find(q(NS_SASL, "malformed-request")) is not None
+
+    run(body())
+
+
+def test_stanza_errors_keep_the_stream(srv: ServerProcess) -> None:
+    async def body() -> None:
+        raw = await logged_in(srv)
+        el = await raw.iq("<ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/>",
+                          to="localhost")
+        assert stanza_error(el) == ("modify", "bad-request")
+        el = await raw.iq("<ping xmlns='urn:xmpp:ping'/>", to="@@bad@@", id_="q2")
+        assert stanza_error(el) == ("modify", "jid-malformed")
+        await raw.send("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        el = await raw.read()
+        assert stanza_error(el)[1] == "bad-request"  # an IQ needs an id
+        el = await raw.iq("<ping xmlns='urn:xmpp:ping'/>", type_="bogus", to="localhost",
+                          id_="q3")
+        assert stanza_error(el)[1] == "bad-request"
+        await raw.send(f"<presence to='{raw.jid}'><priority>high</priority></presence>")
+        # still alive:
+        el = await raw.iq("<ping xmlns='urn:xmpp:ping'/>", to="localhost", id_="q4")
+        assert el.get("type") == "result"
+
+    run(body())
+
+
+def test_whitespace_keepalives_and_clean_close(srv: ServerProcess) -> None:
+    async def body() -> None:
+        raw = await logged_in(srv)
+        for _ in range(5):
+            await raw.send(" \n\t ")
+        el = await raw.iq("<ping xmlns='urn:xmpp:ping'/>", to="localhost")
+        assert el.get("type") == "result"
+        await raw.send("</stream:stream>")
+        end = await raw.read()
+        assert end.tag == "__stream_end__"
+        assert await raw.eof()
+
+    run(body())
+
+
+def test_handshake_must_finish(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory
+                               ) -> None:
+    gen = start_server(tmp_path_factory.mktemp("hs"), "sqlite", ca,
+                       config={"limits": {"handshake_timeout": 1.0}})
+    s = next(gen)
+    try:
+        async def body() -> None:
+            raw = await RawStream.open(s.c2s_port)
+            await raw.open_stream()
+            assert await raw.stream_error(timeout=10) == "connection-timeout"
+
+        run(body())
+    finally:
+        gen.close()
+
+
+def test_shutdown_sends_system_shutdown(ca: CertAuthority,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    gen = start_server(tmp_path_factory.mktemp("shut"), "sqlite", ca)
+    s = next(gen)
+    try:
+        jid, pw = s.new_user()
+
+        async def body() -> None:
+            raw = await RawStream.open(s.c2s_port)
+            await raw.login(str(s.ca.ca_file), jid.split("@")[0], pw)
+            loop = asyncio.get_running_loop()
+            stopping = loop.run_in_executor(None, s.stop)
+            assert await raw.stream_error() == "system-shutdown"
+            assert await raw.eof()
+            assert await stopping == 0
+
+        run(body())
+    finally:
+        gen.close()

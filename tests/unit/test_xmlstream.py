@@ -1,0 +1,129 @@
+"""The hardened parser and stream mechanics, without sockets (StringTransport)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from xmppd import stanza as st
+from xmppd.errors import StreamError
+from xmppd.xmlstream import XmlStream, XMLStreamParser
+
+HEADER = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.header: dict[str, str] | None = None
+        self.ns: tuple[str | None, str | None] = (None, None)
+        self.elements: list[st.Element] = []
+        self.ended = False
+
+    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
+                       prefix: str | None) -> None:
+        self.header, self.ns = attrs, (default_ns, prefix)
+
+    def element_received(self, el: st.Element) -> None:
+        self.elements.append(el)
+
+    def stream_ended(self) -> None:
+        self.ended = True
+
+
+def test_header_stanzas_and_end_in_small_chunks() -> None:
+    sink = Sink()
+    p = XMLStreamParser(sink)
+    data = HEADER + b"<message to='a@b'><body>h\xc3\xa9</body></message> \n<iq/></stream:stream>"
+    for i in range(len(data)):
+        p.feed(data[i:i + 1])
+    assert sink.header == {"to": "localhost", "version": "1.0"}
+    assert sink.ns == (st.NS_CLIENT, "stream")
+    assert [e.name for e in sink.elements] == ["message", "iq"]
+    assert st.child_text(sink.elements[0], "body", st.NS_CLIENT) == "hé"
+    assert sink.ended
+
+
+@pytest.mark.parametrize("data,condition", [
+    (HEADER + b"<a></b>", "not-well-formed"),
+    (b"<!DOCTYPE x><stream/>", "restricted-xml"),
+    (HEADER + b"<!-- c -->", "restricted-xml"),
+    (HEADER + b"<?pi x?>", "restricted-xml"),
+    (HEADER + b"text", "bad-format"),
+    (HEADER + b"<p:x/>", "bad-namespace-prefix"),
+    (b"<?xml version='1.0' encoding='latin-1'?><stream/>", "unsupported-encoding"),
+    (HEADER + b"<a>" * 60, "policy-violation"),
+    (HEADER + b"\xff\xfe", "not-well-formed"),
+])
+def test_violations(data: bytes, condition: str) -> None:
+    with pytest.raises(StreamError) as exc:
+        XMLStreamParser(Sink()).feed(data)
+    assert exc.value.condition == condition
+
+
+def test_byte_budget_counts_across_chunks() -> None:
+    p = XMLStreamParser(Sink(), max_stanza_bytes=1000)
+    p.feed(HEADER + b"<message><body>")
+    p.feed(b"x" * 900)
+    with pytest.raises(StreamError) as exc:
+        p.feed(b"x" * 200)
+    assert exc.value.condition == "policy-violation"
+
+
+def test_budget_resets_per_stanza() -> None:
+    sink = Sink()
+    p = XMLStreamParser(sink, max_stanza_bytes=1000)
+    p.feed(HEADER)
+    for _ in range(20):
+        p.feed(b"<message><body>" + b"y" * 800 + b"</body></message>")
+    assert len(sink.elements) == 20
+
+
+class Echo(XmlStream):
+    def __init__(self) -> None:
+        super().__init__(Clock())
+        self.got: list[st.Element] = []
+        self.closed_reason: object = None
+
+    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
+                       prefix: str | None) -> None:
+        self.send_header({"from": "localhost", "id": "abc", "version": "1.0"})
+
+    def element_received(self, el: st.Element) -> None:
+        self.got.append(el)
+
+
+def connect() -> tuple[Echo, StringTransport]:
+    proto, transport = Echo(), StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def test_stream_error_sends_header_error_and_close() -> None:
+    proto, transport = connect()
+    proto.dataReceived(b"<not-a-stream/>")
+    out = transport.value().decode()
+    assert out.startswith("<?xml version='1.0'?><stream:stream")
+    assert "<stream:error><invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" in out
+    assert out.endswith("</stream:stream>")
+    assert transport.disconnecting
+
+
+def test_peer_close_is_answered() -> None:
+    proto, transport = connect()
+    proto.dataReceived(HEADER + b"<presence/>")
+    assert [e.name for e in proto.got] == ["presence"]
+    proto.dataReceived(b"</stream:stream>")
+    assert transport.value().decode().endswith("</stream:stream>")
+    assert transport.disconnecting
+
+
+def test_our_close_waits_then_aborts() -> None:
+    proto, transport = connect()
+    proto.dataReceived(HEADER)
+    proto.close_stream()
+    assert transport.value().decode().endswith("</stream:stream>")
+    assert not transport.disconnecting
+    proto.clock.advance(proto.close_timeout + 1)  # type: ignore[attr-defined]
+    assert transport.disconnecting
