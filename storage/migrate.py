@@ -1,4 +1,8 @@
-"""Alembic, driven programmatically: ``upgrade(engine)`` brings any backend to head."""
+"""Alembic, driven programmatically: ``upgrade(engine)`` brings any backend to head.
+
+Each feature area (roster, archive, rooms ...) owns one migration branch rooted at 0001
+(``branch_labels``), so areas evolve independently; ``upgrade`` applies every head.
+"""
 
 from __future__ import annotations
 
@@ -20,16 +24,14 @@ def _config(engine: Engine) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     command.upgrade(_config(engine), revision)
 
 
-def current(engine: Engine) -> str | None:
+def current(engine: Engine) -> set[str]:
     with engine.connect() as conn:
-        rev: str | None = MigrationContext.configure(conn).get_current_revision()
-        return rev
+        return set(MigrationContext.configure(conn).get_current_heads())
 
 
-def head(engine: Engine) -> str | None:
-    rev: str | None = ScriptDirectory.from_config(_config(engine)).get_current_head()
-    return rev
+def heads(engine: Engine) -> set[str]:
+    return set(ScriptDirectory.from_config(_config(engine)).get_heads())

@@ -42,7 +42,7 @@ CREDS = [Credentials("SCRAM-SHA-256", b"s" * 16, 4096, b"k" * 32, b"v" * 32),
 
 
 def test_migrations_match_schema(db: Database) -> None:
-    assert migrate.current(db.engine) == migrate.head(db.engine)
+    assert migrate.current(db.engine) == migrate.heads(db.engine)
     with db.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     relevant = [d for d in diffs if d[0] not in ("remove_index",)]
