@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from storage.accounts import AccountStore
 from storage.kv import KVStore
+from storage.roster import RosterStore
 from storage.sql import Database
 
 
@@ -31,6 +32,7 @@ class Storage:
         self.db = db
         self.accounts = AccountStore(db)
         self.kv = KVStore(db)
+        self.roster = RosterStore(db)
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 8) -> Storage:

@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "disco", "ping", "version", "time",
+    "disco", "ping", "version", "time", "roster", "presence",
 )
 
 

@@ -174,6 +174,32 @@ def _attr_key(name: str) -> str | tuple[str, str]:
     return (parts[0], parts[1])
 
 
+class _Collector:
+    def __init__(self) -> None:
+        self.elements: list[Element] = []
+
+    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
+                       prefix: str | None) -> None:
+        pass
+
+    def element_received(self, el: Element) -> None:
+        self.elements.append(el)
+
+    def stream_ended(self) -> None:
+        pass
+
+
+def parse_fragment(xml: str, content_ns: str = st.NS_CLIENT) -> Element:
+    """Parse one serialized stanza (from storage) with the same restricted parser."""
+    sink = _Collector()
+    parser = XMLStreamParser(sink, max_stanza_bytes=1 << 30)
+    parser.feed(f"<s:stream xmlns='{content_ns}' xmlns:s='{st.NS_STREAMS}'>".encode())
+    parser.feed(xml.encode())
+    if len(sink.elements) != 1:
+        raise ValueError("not exactly one element")
+    return sink.elements[0]
+
+
 def stream_error_xml(err: StreamError) -> str:
     """``<stream:error>`` in the prefix our headers declare (RFC 6120 §4.9.2)."""
     body = f"<{err.condition} xmlns='{st.NS_STREAM_ERRORS}'/>"

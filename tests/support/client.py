@@ -29,6 +29,8 @@ class Client(slixmpp.ClientXMPP):
         self.enable_direct_tls = direct_tls
         self.enable_starttls = not direct_tls
         self.enable_plaintext = False
+        self.auto_authorize = None  # tests answer subscription requests themselves
+        self.auto_subscribe = False
         for p in ("xep_0030", "xep_0199", *plugins):
             self.register_plugin(p)
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
