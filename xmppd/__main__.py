@@ -165,6 +165,60 @@ def cmd_users(args: argparse.Namespace) -> int:
     return _react(run)
 
 
+def cmd_roster(args: argparse.Namespace) -> int:
+    from xmppd.accounts import split_user
+
+    cfg = _config(args)
+    host, user = split_user(args.jid)
+
+    async def run(_reactor: Any) -> int:
+        storage = _storage(cfg)
+        if not await storage.accounts.exists(host, user):
+            print(f"error: no such user {user}@{host}", file=sys.stderr)
+            return 1
+        version, items = await storage.roster.get(host, user)
+        pending = await storage.roster.pending(host, user)
+        print(f"roster of {user}@{host} (version {version}, {len(items)} items)")
+        for item in sorted(items, key=lambda i: i.contact):
+            flags = " ".join(f for f, on in (("ask", item.ask), ("approved", item.approved)) if on)
+            groups = ", ".join(item.groups)
+            print(f"  {item.contact:<40} {item.subscription:<5} {flags:<12} "
+                  f"{item.name or '':<20} {groups}")
+        for contact in pending:
+            print(f"  {contact:<40} pending subscription request")
+        return 0
+
+    return _react(run)
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    import json
+    import secrets
+    import time
+
+    from xmppd.jid import JIDError, prepare_domain
+
+    cfg = _config(args)
+    try:
+        domain = prepare_domain(args.domain)
+    except JIDError as exc:
+        raise SystemExit(f"error: invalid domain: {exc}") from None
+    if domain not in cfg.hosts:
+        raise SystemExit(f"error: {domain} is not a host in the configuration")
+    token = secrets.token_urlsafe(18)
+    record = json.dumps({"uses": args.uses, "expires": int(time.time() + args.days * 86400)})
+
+    async def run(_reactor: Any) -> int:
+        # Stored as a host-level record (username ""); the register plugin consumes it.
+        await _storage(cfg).kv.set(domain, "", "invites", token, record)
+        print(f"invite token for {domain} (uses: {args.uses}, valid {args.days} days):")
+        print(token)
+        print(f"xmpp:{domain}?register;preauth={token}")
+        return 0
+
+    return _react(run)
+
+
 def cmd_cert(args: argparse.Namespace) -> int:
     from xmppd.jid import JIDError, prepare_domain
     from xmppd.tls import generate_self_signed
@@ -209,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read the password from the first line of standard input")
     add("deluser", cmd_deluser, "delete an account and all its data").add_argument("jid")
     add("users", cmd_users, "list accounts").add_argument("domain", nargs="?")
+    add("roster", cmd_roster, "show an account's roster (friends)").add_argument("jid")
+    inv = add("invite", cmd_invite, "create an in-band registration invite token (XEP-0401)")
+    inv.add_argument("domain")
+    inv.add_argument("--uses", type=int, default=1, help="registrations allowed (default 1)")
+    inv.add_argument("--days", type=float, default=7.0, help="validity in days (default 7)")
     cert = add("cert", cmd_cert, "certificate tools")
     cert.add_argument("action", choices=["generate"])
     cert.add_argument("domain")

@@ -204,6 +204,12 @@ MESSAGE_UNDELIVERED: Hook[StanzaEvent] = Hook(
     "No session can take this message (RFC 6121 §8.5.2.2). A handler that stores it must commit "
     "before returning True; if nobody does, the sender gets service-unavailable.",
 )
+PRESENCE_ROUTE: Hook[StanzaEvent] = Hook(
+    "presence-route",
+    "SYNC. The server is about to send presence on a local user's behalf (broadcast, probe "
+    "answer, approval, unavailable): `from_` is the user, `to` the target. True = suppress "
+    "(e.g. the user blocked the target, XEP-0191).",
+)
 SERVER_STANZA: Hook[StanzaEvent] = Hook(
     "server-stanza",
     "A message or presence addressed to a served domain itself. True = handled.",
@@ -243,7 +249,8 @@ SERVER_STOPPING: Hook[None] = Hook(
     "server-stopping", "Shutdown began; streams are still open. Flush what must be kept.")
 
 CATALOGUE: tuple[Hook[Any], ...] = (
-    STANZA_OUTBOUND, STANZA_INBOUND, PRESENCE_BROADCAST, PRESENCE_INBOUND, MESSAGE_DELIVERED,
+    STANZA_OUTBOUND, STANZA_INBOUND, PRESENCE_BROADCAST, PRESENCE_INBOUND, PRESENCE_ROUTE,
+    MESSAGE_DELIVERED,
     MESSAGE_UNDELIVERED, SERVER_STANZA, SESSION_BOUND, SESSION_AVAILABLE, SESSION_CLOSED,
     SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA, STANZA_DELIVER, ACCOUNT_DELETED,
     SERVER_STARTED, SERVER_STOPPING,

@@ -105,7 +105,7 @@ class Presence(Plugin):
             return
         for contact, item in roster.items.items():
             if item.subscription in ("to", "both"):  # §4.3.1 probes from the bare JID
-                await self.host.send(st.make("presence", attrs={
+                await self.send_for_user(st.make("presence", attrs={
                     "type": "probe", "from": user.bare_str, "to": contact}))
         for other in self.host.available_sessions(user):
             if other is not session and other.presence is not None:
@@ -143,7 +143,16 @@ class Presence(Plugin):
             await self.go_unavailable(session, p)
 
     async def _send_copy(self, stanza: Element, frm: JID, to: str) -> None:
-        await self.host.send(_addressed(stanza, str(frm), to))
+        await self.send_for_user(_addressed(stanza, str(frm), to))
+
+    async def send_for_user(self, stanza: Element) -> None:
+        """Send presence on a local user's behalf unless a PRESENCE_ROUTE handler vetoes it."""
+        if self.host.hooks.has(H.PRESENCE_ROUTE):
+            ev = H.StanzaEvent(stanza, JID.parse(stanza.attributes["from"]),
+                               JID.parse(stanza.attributes["to"]), None)
+            if self.host.hooks.fire_sync(H.PRESENCE_ROUTE, ev):
+                return
+        await self.host.send(stanza)
 
     async def _remember_last(self, user: JID, stanza: Element) -> None:
         """The last unavailable presence, stamped (answers probes; XEP-0012 last activity)."""
@@ -189,13 +198,13 @@ class Presence(Plugin):
         if sessions:
             for s in sessions:
                 if s.presence is not None:
-                    await self.host.send(_addressed(s.presence, str(s.jid), str(prober)))
+                    await self.send_for_user(_addressed(s.presence, str(s.jid), str(prober)))
             return
         last = await self.last_unavailable(user)
         reply = last if last is not None else st.make("presence", attrs={"type": "unavailable"})
         reply.attributes.update({"type": "unavailable", "from": user.bare_str,
                                  "to": str(prober)})
-        await self.host.send(reply)
+        await self.send_for_user(reply)
 
     def _directed_to(self, user: JID, other: JID) -> bool:
         targets = {str(other), other.bare_str}
@@ -210,12 +219,12 @@ class Presence(Plugin):
         """§3.1.5: after approving, the new subscriber gets our current presence."""
         for s in self.host.available_sessions(user):
             if s.presence is not None:
-                await self.host.send(_addressed(s.presence, str(s.jid), str(contact)))
+                await self.send_for_user(_addressed(s.presence, str(s.jid), str(contact)))
 
     async def send_unavailable_from_all(self, user: JID, contact: JID) -> None:
         """§3.2.2/§3.3.3: a contact that may no longer see us gets unavailable from each."""
         for s in self.host.available_sessions(user):
-            await self.host.send(st.make("presence", attrs={
+            await self.send_for_user(st.make("presence", attrs={
                 "type": "unavailable", "from": str(s.jid), "to": str(contact)}))
 
 

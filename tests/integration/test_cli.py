@@ -99,3 +99,24 @@ def test_run_fails_clearly_on_bad_config(tmp_path: Path) -> None:
 def test_version() -> None:
     r = xmppd("--version")
     assert r.returncode == 0 and r.stdout.startswith("xmppd ")
+
+
+def test_roster_and_invite_commands(server: ServerProcess) -> None:
+    a, _ = server.new_user("a")
+    b, _ = server.new_user("b")
+
+    async def body() -> None:
+        c = await connect(server, a)
+        c.send_presence(pto=b, ptype="subscribe")
+        await c.get_roster()
+        await c.update_roster(b, name="Bee", groups=["Friends"])
+        await c.close()
+
+    run(body())
+    r = server.cli("roster", a)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if b in ln)
+    assert "none" in line and "ask" in line and "Bee" in line and "Friends" in line
+    assert server.cli("roster", "nobody@localhost").returncode == 1
+    r = server.cli("invite", "localhost", "--uses", "3")
+    assert r.returncode == 0 and "preauth=" in r.stdout
