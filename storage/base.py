@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.accounts import AccountStore
+from storage.archive import ArchiveStore
 from storage.kv import KVStore
+from storage.offline import OfflineStore
 from storage.roster import RosterStore
 from storage.sql import Database
 
@@ -33,6 +35,8 @@ class Storage:
         self.accounts = AccountStore(db)
         self.kv = KVStore(db)
         self.roster = RosterStore(db)
+        self.offline = OfflineStore(db)
+        self.archive = ArchiveStore(db)
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 8) -> Storage:

@@ -73,6 +73,8 @@ class C2SSession(XmlStream):
         self._handshake_timer: IDelayedCall | None = None
         self.clean_close = False
         self.last_active = server.clock.seconds()
+        self.stanzas_in = 0  # stanzas handled since binding (XEP-0198 counts from this)
+        self.superseded = False  # a resumed stream took this session over (XEP-0198)
 
     # -- connection lifecycle ------------------------------------------------------------------
     def connectionMade(self) -> None:  # noqa: N802
@@ -208,6 +210,7 @@ class C2SSession(XmlStream):
             d = self._handle(el)
             if d is not None and not d.called:
                 self._busy = True
+                self.server.track(d)
                 d.addBoth(self._resume)
                 return
             if not self._queue or self.closed:
@@ -417,6 +420,7 @@ class C2SSession(XmlStream):
                 self.stream_error(StreamError("invalid-from"))
                 return None
         attrs["from"] = self.jid_str
+        self.stanzas_in += 1
         problem = _shape_error(el)
         if problem is not None:
             if el.getAttribute("type") != "error":
@@ -436,6 +440,17 @@ class C2SSession(XmlStream):
     async def _nonza_async(self, host: Any, el: Element) -> None:
         if not await host.hooks.fire(H.C2S_NONZA, H.NonzaEvent(self, el)):
             self.stream_error(StreamError("unsupported-stanza-type"))
+
+    def adopt(self, old: C2SSession) -> None:
+        """Become ``old`` (XEP-0198 resumption): same JID, presence and plugin state."""
+        self.jid, self.jid_str = old.jid, old.jid_str
+        self.available, self.priority, self.presence = old.available, old.priority, old.presence
+        self.data = old.data
+        self.lang = old.lang or self.lang
+        old.superseded = True
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
 
     # -- output -----------------------------------------------------------------------------------
     def send(self, stanza: Element) -> None:

@@ -24,7 +24,8 @@ class ConfigError(ValueError):
 
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "disco", "ping", "version", "time", "roster", "presence",
+    "disco", "ping", "version", "time", "roster", "presence", "offline", "mam", "carbons",
+    "smacks", "csi", "hints",
 )
 
 

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from xmppd import config as config_mod
+from xmppd.errors import StanzaError
 from xmppd.hooks import Handler, Hook, HookBus
 from xmppd.iq import IqHandler, IqRegistry, Scope
 from xmppd.jid import JID
@@ -141,6 +142,14 @@ class Host:
     def end_session(self, session: Session, reason: str) -> None:
         """Finish a session a plugin kept alive (XEP-0198 hibernation timed out)."""
         self._server.end_session(session, reason)
+
+    def takeover(self, old: Session, new: Session) -> None:
+        """A resumed stream takes over a session (XEP-0198): see XmppServer.takeover."""
+        self._server.takeover(old, new)  # type: ignore[arg-type]
+
+    async def bounce(self, stanza: Element, err: StanzaError) -> None:
+        """Answer ``stanza``'s sender with an error (never for errors or IQ results)."""
+        await self._server.router.bounce(stanza, err)
 
     def plugin(self, name: str) -> Plugin | None:
         return self.plugins.get(name)

@@ -140,11 +140,14 @@ class Router:
         if not to.local:
             await self._to_domain(host, ev)
             return
+        if kind == "message" and not self.sessions.has_sessions(to) and (
+                not await host.account_exists(to)):
+            # RFC 6121 §8.5.1, checked before inbound hooks so nothing (e.g. the archive)
+            # acts on a message for an account that does not exist.
+            raise StanzaError("service-unavailable")
         if await host.hooks.fire(H.STANZA_INBOUND, ev):
             return
         if kind == "message":
-            if not self.sessions.has_sessions(to) and not await host.account_exists(to):
-                raise StanzaError("service-unavailable")  # RFC 6121 §8.5.1
             await self.sessions.deliver_message(host, ev)
         elif kind == "presence":
             if await host.hooks.fire(H.PRESENCE_INBOUND, ev):

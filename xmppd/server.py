@@ -55,6 +55,7 @@ class XmppServer:
         self.started_at = time.time()
         self._auth_failures: dict[str, tuple[int, float]] = {}
         self.stopping = False
+        self.inflight: set[defer.Deferred[Any]] = set()  # work a clean stop must wait for
 
     # -- start / stop ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -114,6 +115,11 @@ class XmppServer:
             await d
         for conn in list(self.connections):
             conn.abort()
+        # Stanzas still being stored and sessions still being wound up (offline storage of
+        # unacknowledged messages) finish before storage goes away.
+        deadline = self.clock.seconds() + 10.0
+        while self.inflight and self.clock.seconds() < deadline:
+            await defer.DeferredList(list(self.inflight), consumeErrors=True)
         for host in self.hosts.values():
             await unload_plugins(host)
         self.db.stop()
@@ -126,7 +132,7 @@ class XmppServer:
 
     def session_ended(self, session: Session, clean: bool) -> None:
         """A bound connection closed; hibernate it (XEP-0198) or end it."""
-        if session.data.get("ended"):
+        if session.data.get("ended") or getattr(session, "superseded", False):
             return
         host = self.hosts[session.host]
         if not clean and not self.stopping and host.hooks.fire_sync(
@@ -142,7 +148,26 @@ class XmppServer:
         self.sessions.unbind(session)
         host = self.hosts[session.host]
         ev = H.SessionEvent(session, reason=reason)
-        defer.Deferred.fromCoroutine(host.hooks.fire(H.SESSION_CLOSED, ev))
+        self.track(defer.Deferred.fromCoroutine(host.hooks.fire(H.SESSION_CLOSED, ev)))
+
+    def track(self, d: defer.Deferred[Any]) -> None:
+        """Remember unfinished work so that stop() waits for it."""
+        if d.called:
+            return
+        self.inflight.add(d)
+
+        def done(result: object) -> object:
+            self.inflight.discard(d)
+            return result
+
+        d.addBoth(done)
+
+    def takeover(self, old: C2SSession, new: C2SSession) -> None:
+        """A new stream resumes ``old``'s session (XEP-0198 §5); the old TCP is dropped."""
+        new.adopt(old)
+        self.sessions.replace(old, new)
+        if not old.closed:
+            old.abort()
 
     def _replaced(self, old: Session) -> None:
         self.end_session(old, "replaced")

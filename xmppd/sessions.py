@@ -41,6 +41,10 @@ class Session(Protocol):
 
     def send(self, stanza: Element) -> None: ...
 
+    def send_raw(self, data: str) -> None:
+        """Write serialized XML that is not a stanza (stream-level nonzas, XEP-0198)."""
+        ...
+
     def close(self, error: StreamError | None = None) -> None: ...
 
 
@@ -89,6 +93,13 @@ class SessionManager:
         if not resources:
             del self._users[jid.bare_str]
         return True
+
+    def replace(self, old: Session, new: Session) -> None:
+        """Put ``new`` where ``old`` is bound (a resumed stream takes over, XEP-0198 §5)."""
+        jid = old.jid
+        assert jid is not None
+        resources = self._users.setdefault(jid.bare_str, {})
+        resources[jid.resource] = new
 
     # -- lookups ----------------------------------------------------------------------------
     def get(self, jid: JID) -> Session | None:

@@ -32,6 +32,7 @@ class FakeSession:
         self.data: dict[str, Any] = {}
         self.peer = "test"
         self.sent: list[st.Element] = []
+        self.raw: list[str] = []
         self.closed_with: StreamError | None = None
         server.sessions.bind(self, j.domain, j.local, j.resource or None)
         if priority is not None:
@@ -42,6 +43,9 @@ class FakeSession:
 
     def send(self, stanza: st.Element) -> None:
         self.sent.append(stanza)
+
+    def send_raw(self, data: str) -> None:
+        self.raw.append(data)
 
     def close(self, error: StreamError | None = None) -> None:
         self.closed_with = error

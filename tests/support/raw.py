@@ -14,6 +14,7 @@ NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_SM = "urn:xmpp:sm:3"
 C = "{jabber:client}"
 
 
@@ -32,6 +33,8 @@ class RawStream:
         self.header: dict[str, str] | None = None
         self.closed_by_peer = False
         self.jid = ""
+        self.sm_enabled = False
+        self.h = 0  # XEP-0198: stanzas received since SM was enabled (or resumed)
 
     def _new_parser(self) -> None:
         self.parser = ET.XMLPullParser(events=("start", "end"))
@@ -76,7 +79,31 @@ class RawStream:
         """The next top-level element from the server ('__stream_end__' for </stream>)."""
         while not self.pending:
             await self._fill(timeout)
-        return self.pending.pop(0)
+        el = self.pending.pop(0)
+        if self.sm_enabled and el.tag in (C + "message", C + "presence", C + "iq"):
+            self.h = (self.h + 1) % 2 ** 32
+        return el
+
+    async def read_until(self, pred: Any, timeout: float = 10.0) -> ET.Element:
+        """Read (and, with SM, count) elements until one matches ``pred``."""
+        while True:
+            el = await self.read(timeout)
+            if pred(el):
+                return el
+
+    async def enable_sm(self, resume: bool = True, max_: int | None = None) -> ET.Element:
+        extra = f" max='{max_}'" if max_ is not None else ""
+        if resume:
+            extra += " resume='true'"
+        await self.send(f"<enable xmlns='{NS_SM}'{extra}/>")
+        el = await self.read_until(lambda e: e.tag.startswith("{" + NS_SM))
+        if el.tag == q(NS_SM, "enabled"):
+            self.sm_enabled = True
+            self.h = 0
+        return el
+
+    async def ack(self) -> None:
+        await self.send(f"<a xmlns='{NS_SM}' h='{self.h}'/>")
 
     async def open_stream(self, to: str = "localhost", version: str = "1.0",
                           raw: str | None = None) -> ET.Element:
@@ -110,15 +137,24 @@ class RawStream:
         self.jid = jid.text
         return jid.text
 
-    async def login(self, ca_file: str, user: str, password: str, domain: str = "localhost",
-                    resource: str | None = None) -> str:
+    async def authenticate(self, ca_file: str, user: str, password: str,
+                           domain: str = "localhost") -> ET.Element:
+        """TLS + SASL PLAIN + restart; returns the post-auth features."""
         await self.open_stream(domain)
         await self.starttls(ca_file)
         await self.open_stream(domain)
         result = await self.auth_plain(user, password)
         assert result.tag == q(NS_SASL, "success"), ET.tostring(result)
-        await self.open_stream(domain)
+        return await self.open_stream(domain)
+
+    async def login(self, ca_file: str, user: str, password: str, domain: str = "localhost",
+                    resource: str | None = None) -> str:
+        await self.authenticate(ca_file, user, password, domain)
         return await self.bind(resource)
+
+    def kill(self) -> None:
+        """Drop the TCP connection without a closing tag (a dead network, a killed app)."""
+        self.writer.transport.abort()
 
     async def stream_error(self, timeout: float = 10.0) -> str:
         """Read until a stream error; return its condition and check the stream then ends."""

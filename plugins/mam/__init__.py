@@ -1,0 +1,237 @@
+"""XEP-0313 Message Archive Management for user archives, with XEP-0359 stanza ids.
+
+Every chat message a user sends (STANZA_OUTBOUND) or receives (STANZA_INBOUND) is archived
+once per archive, after blocking and other filters ran, and before it is delivered; the
+received copy carries the <stanza-id/> the archive knows it by. Queries page by that id.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, cast
+
+from twisted.internet.task import LoopingCall
+from twisted.words.xish.domish import Element
+
+from plugins.hints import has_body, hint, message_type
+from plugins.mam import query as mq
+from storage.archive import ArchiveRow, UnknownId
+from xmppd import hooks as H
+from xmppd import stanza as st
+from xmppd.errors import StanzaError
+from xmppd.iq import IqRequest
+from xmppd.jid import JID, JIDError
+from xmppd.plugin import Plugin
+from xmppd.timeutil import format_datetime, now_micros
+
+if TYPE_CHECKING:
+    from plugins.roster import Roster
+
+NS_SID = "urn:xmpp:sid:0"
+NS_PURGE = "urn:xmppd:mam:purge:0"  # delete-my-archive (no XEP defines one)
+PREFS_STORE = "mam"
+
+
+@dataclass(frozen=True)
+class Options:
+    default: Literal["always", "never", "roster"] = "always"  # users may change theirs
+    retention_days: int = 0  # delete entries older than this; 0 keeps them forever
+    max_page: int = 250  # largest page a query returns (RSM max is capped to it)
+
+
+@dataclass
+class Prefs:
+    default: str
+    always: set[str]
+    never: set[str]
+
+
+class Mam(Plugin):
+    name = "mam"
+    specs = ("XEP-0313 1.1.3", "XEP-0359 0.7.0", "XEP-0059 1.0.0", "XEP-0297 1.0")
+    account_features = (mq.NS, mq.NS_EXTENDED, NS_SID)
+    Options = Options
+
+    def setup(self) -> None:
+        self.prefs_cache: dict[str, Prefs] = {}
+        self.host.on(H.STANZA_OUTBOUND, self.sent, priority=-50)
+        self.host.on(H.STANZA_INBOUND, self.received, priority=-50)
+        self.host.iq("set", mq.NS, "query", self.query, scope="account")
+        self.host.iq("get", mq.NS, "query", self.form, scope="account")
+        self.host.iq("get", mq.NS, "metadata", self.metadata, scope="account")
+        self.host.iq("get", mq.NS, "prefs", self.get_prefs, scope="account")
+        self.host.iq("set", mq.NS, "prefs", self.set_prefs, scope="account")
+        self.host.iq("set", NS_PURGE, "purge", self.purge, scope="account")
+        self.host.on(H.SESSION_CLOSED, self.evict)
+        self.expiry: LoopingCall | None = None
+        if self.options.retention_days > 0:
+            self.expiry = LoopingCall(self.expire)
+            self.expiry.clock = self.host.clock
+            self.expiry.start(3600, now=True)
+
+    def teardown(self) -> None:
+        if self.expiry is not None and self.expiry.running:
+            self.expiry.stop()
+
+    def evict(self, ev: H.SessionEvent) -> None:
+        jid = ev.session.jid
+        if jid is not None and not self.host.sessions_of(jid.bare):
+            self.prefs_cache.pop(jid.bare_str, None)
+
+    # -- archiving --------------------------------------------------------------------------------
+    @staticmethod
+    def archivable(stanza: Element) -> bool:
+        """§5.1.1: messages of type chat/normal with a body (or a <store/> hint)."""
+        if stanza.name != "message" or message_type(stanza) not in ("chat", "normal"):
+            return False
+        if hint(stanza, "no-store") or hint(stanza, "no-permanent-store"):
+            return False
+        return has_body(stanza) or hint(stanza, "store")
+
+    async def sent(self, ev: H.StanzaEvent) -> bool:
+        if self.archivable(ev.stanza) and await self.wanted(ev.from_.bare, ev.to.bare):
+            sid = await self.append(ev.from_.bare, ev.to.bare, ev.stanza)
+            if ev.to.bare == ev.from_.bare:
+                ev.extra["self_archived"] = sid  # a note to self: one entry, not two
+        return False
+
+    async def received(self, ev: H.StanzaEvent) -> bool:
+        s = ev.stanza
+        if not self.archivable(s):
+            return False
+        owner = ev.to.bare
+        # XEP-0359 §3.1: a stanza-id claiming to be ours that we did not add is removed.
+        s.children = [c for c in s.children if not (
+            isinstance(c, Element) and c.name == "stanza-id" and c.uri == NS_SID
+            and c.getAttribute("by") == owner.bare_str)]
+        sid = ev.extra.get("self_archived")
+        if sid is None:
+            if not await self.wanted(owner, ev.from_.bare):
+                return False
+            sid = await self.append(owner, ev.from_.bare, s)
+        st.add(s, "stanza-id", NS_SID, attrs={"id": sid, "by": owner.bare_str})
+        return False
+
+    async def append(self, owner: JID, with_: JID, stanza: Element) -> str:
+        sid = secrets.token_urlsafe(12)
+        await self.host.storage.archive.append(ArchiveRow(
+            owner.domain, owner.local, sid, with_.bare_str,
+            now_micros(self.host.clock.seconds()), st.serialize(stanza)))
+        return sid
+
+    # -- preferences (§6) -------------------------------------------------------------------------
+    async def prefs(self, user: JID) -> Prefs:
+        cached = self.prefs_cache.get(user.bare_str)
+        if cached is not None:
+            return cached
+        raw = await self.host.storage.kv.get(user.domain, user.local, PREFS_STORE, "prefs")
+        data = json.loads(raw) if raw else {}
+        prefs = Prefs(data.get("default", self.options.default), set(data.get("always", [])),
+                      set(data.get("never", [])))
+        if self.host.sessions_of(user):
+            self.prefs_cache[user.bare_str] = prefs
+        return prefs
+
+    async def wanted(self, owner: JID, other: JID) -> bool:
+        if not self.host.is_local(owner.domain) or owner.domain != self.host.domain:
+            return False
+        prefs = await self.prefs(owner)
+        peer = other.bare_str
+        if peer in prefs.never:
+            return False
+        if peer in prefs.always or prefs.default == "always":
+            return True
+        if prefs.default == "roster":
+            roster = cast("Roster | None", self.host.plugin("roster"))
+            if roster is None:
+                return False
+            return peer in (await roster.load(owner)).items
+        return False
+
+    async def get_prefs(self, req: IqRequest) -> Element:
+        self._own(req)
+        return await self._prefs_element(req.account)
+
+    async def set_prefs(self, req: IqRequest) -> Element:
+        self._own(req)
+        default = req.payload.getAttribute("default")
+        if default not in ("always", "never", "roster"):
+            raise StanzaError("bad-request", text="default must be always, never or roster")
+        lists: dict[str, list[str]] = {}
+        for name in ("always", "never"):
+            el = st.child(req.payload, name, mq.NS)
+            jids = []
+            for j in st.children(el, "jid", mq.NS) if el is not None else ():
+                try:
+                    jids.append(JID.parse(st.text(j).strip()).bare_str)
+                except JIDError:
+                    raise StanzaError("jid-malformed") from None
+            lists[name] = sorted(set(jids))
+        user = req.account
+        await self.host.storage.kv.set(user.domain, user.local, PREFS_STORE, "prefs",
+                                       json.dumps({"default": default, **lists}))
+        self.prefs_cache.pop(user.bare_str, None)
+        return await self._prefs_element(user)
+
+    async def _prefs_element(self, user: JID) -> Element:
+        prefs = await self.prefs(user)
+        el = st.make("prefs", mq.NS, {"default": prefs.default})
+        for name, jids in (("always", prefs.always), ("never", prefs.never)):
+            lst = st.add(el, name, mq.NS)
+            for j in sorted(jids):
+                st.add(lst, "jid", mq.NS, j)
+        return el
+
+    # -- queries (§4) -----------------------------------------------------------------------------
+    def _own(self, req: IqRequest) -> None:
+        if not req.is_own_account:
+            raise StanzaError("forbidden", text="only your own archive")
+
+    def form(self, req: IqRequest) -> Element:
+        self._own(req)
+        return mq.query_form()
+
+    async def query(self, req: IqRequest) -> Element:
+        self._own(req)
+        q, flip = mq.parse_query(req.payload, self.options.max_page)
+        user = req.account
+        try:
+            page = await self.host.storage.archive.query(user.domain, user.local, q)
+        except UnknownId:
+            raise StanzaError("item-not-found", text="no such archive id") from None
+        queryid = req.payload.getAttribute("queryid")
+        to = str(req.from_)
+        messages = list(reversed(page.messages)) if flip else page.messages
+        for msg in messages:
+            out = mq.result_message(msg, to, user.bare_str, queryid)
+            if req.origin is not None:
+                req.origin.send(out)
+            else:
+                await self.host.send(out)
+        return mq.fin(page)
+
+    async def metadata(self, req: IqRequest) -> Element:
+        self._own(req)
+        user = req.account
+        first, last = await self.host.storage.archive.bounds(user.domain, user.local)
+        el = st.make("metadata", mq.NS)
+        if first is not None and last is not None:
+            st.add(el, "start", mq.NS, attrs={"id": first.stanza_id,
+                                              "timestamp": format_datetime(first.created)})
+            st.add(el, "end", mq.NS, attrs={"id": last.stanza_id,
+                                            "timestamp": format_datetime(last.created)})
+        return el
+
+    async def purge(self, req: IqRequest) -> None:
+        """Delete every entry of the user's own archive."""
+        self._own(req)
+        user = req.account
+        await self.host.storage.archive.purge(user.domain, user.local)
+
+    async def expire(self) -> None:
+        cutoff = now_micros(self.host.clock.seconds() - self.options.retention_days * 86400)
+        n = await self.host.storage.archive.expire(self.host.domain, cutoff)
+        if n:
+            self.log.info("archive retention removed {n} entries", n=n)

@@ -1,0 +1,277 @@
+"""No message is ever lost: XEP-0198 under fault injection, offline fallback, restarts.
+
+The receiver is a raw client so that the test controls exactly what it acknowledges and
+when its TCP connection dies; the senders are slixmpp clients or raw clients with SM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import start_server
+from tests.support.ca import CertAuthority
+from tests.support.client import connect, run
+from tests.support.raw import NS_SM, C, RawStream, q
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.integration
+NS_MAM = "urn:xmpp:mam:2"
+RSM = "http://jabber.org/protocol/rsm"
+
+
+@pytest.fixture(scope="module")
+def srv(backend: str, ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[ServerProcess]:
+    yield from start_server(tmp_path_factory.mktemp(f"sm-{backend}"), backend, ca, config={
+        "plugins": {"smacks": {"resume_timeout": 3.0, "ack_delay": 0.2}}})
+
+
+def is_chat(el: ET.Element) -> bool:
+    return el.tag == C + "message" and el.get("type") == "chat"
+
+
+def body(el: ET.Element) -> str:
+    b = el.find(C + "body")
+    return b.text or "" if b is not None else ""
+
+
+async def receiver(srv: ServerProcess, jid: str, pw: str, resource: str = "r") -> RawStream:
+    raw = await RawStream.open(srv.c2s_port)
+    await raw.login(str(srv.ca.ca_file), jid.split("@")[0], pw, resource=resource)
+    enabled = await raw.enable_sm(resume=True)
+    assert enabled.tag == q(NS_SM, "enabled") and enabled.get("resume") == "true"
+    raw.previd = enabled.get("id")  # type: ignore[attr-defined]
+    await raw.send("<presence/>")
+    await raw.read_until(lambda e: e.tag == C + "presence")  # our own presence, echoed
+    return raw
+
+
+async def archive_bodies(srv: ServerProcess, jid: str, pw: str, page: int = 50) -> list[str]:
+    """Page through the whole archive with RSM like a new device would (XEP-0313 §4)."""
+    raw = await RawStream.open(srv.c2s_port)
+    await raw.login(str(srv.ca.ca_file), jid.split("@")[0], pw, resource="newdevice")
+    out: list[str] = []
+    after = ""
+    for n in range(1000):
+        rsm = f"<set xmlns='{RSM}'><max>{page}</max>" + (
+            f"<after>{after}</after>" if after else "") + "</set>"
+        await raw.send(f"<iq type='set' id='mam{n}'><query xmlns='{NS_MAM}' queryid='q{n}'>"
+                       f"{rsm}</query></iq>")
+        while True:
+            el = await raw.read()
+            if el.tag == C + "message":
+                fwd = el.find(f"{{{NS_MAM}}}result/{{urn:xmpp:forward:0}}forwarded/{C}message")
+                assert fwd is not None
+                out.append(body(fwd))
+            elif el.tag == C + "iq" and el.get("id") == f"mam{n}":
+                break
+        fin = el.find(f"{{{NS_MAM}}}fin")
+        assert fin is not None, ET.tostring(el)
+        last = fin.find(f"{{{RSM}}}set/{{{RSM}}}last")
+        if fin.get("complete") == "true":
+            break
+        assert last is not None and last.text
+        after = last.text
+    raw.close()
+    return out
+
+
+def test_resume_after_tcp_drop_delivers_everything_once(srv: ServerProcess) -> None:
+    a, _ = srv.new_user("snd")
+    b, bpw = srv.new_user("rcv")
+
+    async def scenario() -> None:
+        sender = await connect(srv, a)
+        raw = await receiver(srv, b, bpw)
+        got: list[str] = []
+        for i in range(100):
+            sender.send_message(mto=b + "/r", mbody=f"m{i:03}", mtype="chat")
+        while len(got) < 40:
+            got.append(body(await raw.read_until(is_chat)))
+        await raw.ack()
+        raw.kill()  # dies with up to 60 messages written to it but never read
+        for i in range(100, 200):
+            sender.send_message(mto=b + "/r", mbody=f"m{i:03}", mtype="chat")
+        await asyncio.sleep(0.5)
+        new = await RawStream.open(srv.c2s_port)
+        await new.authenticate(str(srv.ca.ca_file), b.split("@")[0], bpw)
+        await new.send(f"<resume xmlns='{NS_SM}' previd='{raw.previd}' h='{raw.h}'/>")  # type: ignore[attr-defined]
+        resumed = await new.read()
+        assert resumed.tag == q(NS_SM, "resumed"), ET.tostring(resumed)
+        new.sm_enabled, new.h = True, raw.h
+        while len(got) < 200:
+            got.append(body(await new.read_until(is_chat)))
+        assert got == [f"m{i:03}" for i in range(200)]
+        with pytest.raises(asyncio.TimeoutError):
+            await new.read_until(is_chat, timeout=1.0)  # and nothing twice
+        # the archive has each message exactly once, and a new device can page it all
+        assert await archive_bodies(srv, b, bpw) == [f"m{i:03}" for i in range(200)]
+        await new.send(f"<r xmlns='{NS_SM}'/>")
+        a_el = await new.read_until(lambda e: e.tag == q(NS_SM, "a"))
+        assert int(a_el.get("h", "-1")) == 1  # counting continues: the initial presence
+        await sender.close()
+
+    run(scenario(), timeout=120)
+
+
+def test_no_resume_in_time_means_offline_delivery_once(srv: ServerProcess) -> None:
+    a, _ = srv.new_user("snd")
+    b, bpw = srv.new_user("rcv")
+
+    async def scenario() -> None:
+        sender = await connect(srv, a)
+        raw = await receiver(srv, b, bpw)
+        got: list[str] = []
+        for i in range(100):
+            sender.send_message(mto=b + "/r", mbody=f"m{i:03}", mtype="chat")
+        while len(got) < 30:
+            got.append(body(await raw.read_until(is_chat)))
+        await raw.ack()
+        raw.kill()
+        for i in range(100, 200):
+            sender.send_message(mto=b + "/r", mbody=f"m{i:03}", mtype="chat")
+        await asyncio.sleep(4.5)  # past the 3 s resumption timeout
+        late = await RawStream.open(srv.c2s_port)
+        await late.authenticate(str(srv.ca.ca_file), b.split("@")[0], bpw)
+        await late.send(f"<resume xmlns='{NS_SM}' previd='{raw.previd}' h='{raw.h}'/>")  # type: ignore[attr-defined]
+        failed = await late.read()
+        assert failed.tag == q(NS_SM, "failed")
+        assert failed.find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
+        await late.bind("again")
+        await late.send("<presence/>")
+        while len(got) < 200:
+            el = await late.read_until(is_chat)
+            assert el.find("{urn:xmpp:delay}delay") is not None  # from offline storage
+            got.append(body(el))
+        assert got == [f"m{i:03}" for i in range(200)]
+        with pytest.raises(asyncio.TimeoutError):
+            await late.read_until(is_chat, timeout=1.0)
+        assert await archive_bodies(srv, b, bpw) == [f"m{i:03}" for i in range(200)]
+        await sender.close()
+
+    run(scenario(), timeout=120)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_server_restart_keeps_every_acknowledged_message(
+        backend: str, ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory,
+        sig: signal.Signals) -> None:
+    gen = start_server(tmp_path_factory.mktemp(f"restart-{backend}"), backend, ca)
+    srv = next(gen)
+    try:
+        a, apw = srv.new_user("snd")
+        b, bpw = srv.new_user("rcv")
+        acked = 0
+
+        async def flow() -> None:
+            nonlocal acked
+            raw = await RawStream.open(srv.c2s_port)
+            await raw.login(str(srv.ca.ca_file), a.split("@")[0], apw, resource="s")
+            await raw.enable_sm(resume=False)
+            loop = asyncio.get_running_loop()
+            killer = None
+            try:
+                for i in range(400):
+                    await raw.send(f"<message to='{b}' type='chat'><body>m{i:03}</body>"
+                                   f"</message><r xmlns='{NS_SM}'/>")
+                    if i == 150:
+                        killer = loop.run_in_executor(None, srv.stop, sig)
+                    while True:  # collect acks that have arrived, without waiting long
+                        try:
+                            el = await raw.read(timeout=0.05 if i < 150 else 0.5)
+                        except TimeoutError:
+                            break
+                        if el.tag == q(NS_SM, "a"):
+                            acked = max(acked, int(el.get("h", "0")))
+            except (ConnectionError, OSError, Exception):
+                pass  # the server went away mid-flow, as intended
+            if killer is not None:
+                await killer
+
+        run(flow(), timeout=120)
+        assert acked > 100, "the server acknowledged too little for the test to mean much"
+        srv.start()
+
+        async def check() -> None:
+            raw = await RawStream.open(srv.c2s_port)
+            await raw.login(str(srv.ca.ca_file), b.split("@")[0], bpw, resource="r")
+            await raw.send("<presence/>")
+            got: list[str] = []
+            while True:
+                try:
+                    el = await raw.read_until(is_chat, timeout=3.0)
+                except TimeoutError:
+                    break
+                got.append(body(el))
+            assert len(got) == len(set(got)), "a message was delivered twice"
+            missing = [f"m{i:03}" for i in range(acked) if f"m{i:03}" not in got]
+            assert not missing, f"acknowledged but lost: {missing[:5]}..."
+            assert got == sorted(got)
+
+        run(check(), timeout=60)
+    finally:
+        gen.close()
+
+
+def test_sm_bad_input(srv: ServerProcess) -> None:
+    a, apw = srv.new_user("x")
+    b, bpw = srv.new_user("y")
+
+    async def scenario() -> None:
+        raw = await receiver(srv, a, apw)
+        # enabling twice fails (XEP-0198 §3)
+        await raw.send(f"<enable xmlns='{NS_SM}'/>")
+        failed = await raw.read_until(lambda e: e.tag.startswith("{" + NS_SM))
+        assert failed.tag == q(NS_SM, "failed")
+        # resuming an unknown id, or someone else's, fails with item-not-found
+        other = await RawStream.open(srv.c2s_port)
+        await other.authenticate(str(srv.ca.ca_file), b.split("@")[0], bpw)
+        for previd in ("no-such-id", raw.previd):  # type: ignore[attr-defined]
+            await other.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+            el = await other.read()
+            assert el.tag == q(NS_SM, "failed")
+            assert el.find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
+        # acknowledging more than was sent is a stream error (§4)
+        await raw.send(f"<a xmlns='{NS_SM}' h='{raw.h + 1000}'/>")
+        assert await raw.stream_error() == "undefined-condition"
+
+    run(scenario())
+
+
+def test_carbons_and_csi(srv: ServerProcess) -> None:
+    a, _ = srv.new_user("a")
+    b, _ = srv.new_user("b")
+
+    async def scenario() -> None:
+        a1 = await connect(srv, a + "/one", plugins=("xep_0280",))
+        a2 = await connect(srv, a + "/two", plugins=("xep_0280",))
+        a3 = await connect(srv, a + "/nocarbons")
+        cb = await connect(srv, b + "/x")
+        await a1.plugin["xep_0280"].enable()
+        await a2.plugin["xep_0280"].enable()
+        received: list[str] = []
+        sent: list[str] = []
+        a2.add_event_handler("carbon_received",
+                             lambda m: received.append(m["carbon_received"]["body"]))
+        a2.add_event_handler("carbon_sent", lambda m: sent.append(m["carbon_sent"]["body"]))
+        cb.send_message(mto=a + "/one", mbody="to one", mtype="chat")
+        await a1.next_message(where=lambda m: m["body"] == "to one")
+        a1.send_message(mto=b, mbody="from one", mtype="chat")
+        await cb.next_message(where=lambda m: m["body"] == "from one")
+        m = a1.make_message(mto=b, mbody="private one", mtype="chat")
+        m.xml.append(ET.Element("{urn:xmpp:carbons:2}private"))
+        m.send()
+        await cb.next_message(where=lambda m: m["body"] == "private one")
+        await asyncio.sleep(0.5)
+        assert received == ["to one"] and sent == ["from one"]
+        with pytest.raises(asyncio.TimeoutError):
+            await a3.next_message(timeout=0.5, where=lambda m: bool(m["body"]))
+        for c in (a1, a2, a3, cb):
+            await c.close()
+
+    run(scenario())
