@@ -50,6 +50,7 @@ class HostContextFactory:
 
 class C2SSession(XmlStream):
     kind = "c2s"
+    can_starttls = True  # False for transports that cannot upgrade (RFC 7395 WebSocket)
 
     def __init__(self, server: XmppServer, direct_tls: bool) -> None:
         super().__init__(server.clock)
@@ -131,6 +132,10 @@ class C2SSession(XmlStream):
             raise StreamError("invalid-namespace", "content namespace must be jabber:client")
         if prefix != "stream":
             raise StreamError("bad-namespace-prefix")
+        self.open_stream(attrs)
+
+    def open_stream(self, attrs: dict[str, str]) -> None:
+        """Validate the opening (to, version), answer with ours and the features (§4.7)."""
         try:
             domain = prepare_domain(attrs.get("to", ""))
         except JIDError:
@@ -160,7 +165,7 @@ class C2SSession(XmlStream):
     def _send_features(self) -> None:
         features = st.make("features", st.NS_STREAMS)
         host = self.server.hosts[self.host]
-        if not self.tls_active:
+        if not self.tls_active and self.can_starttls:
             stage = "pre-tls"
             tls = st.add(features, "starttls", st.NS_TLS)
             if self.server.config.tls.require_c2s:
@@ -181,8 +186,7 @@ class C2SSession(XmlStream):
             # Feature hooks only append elements, so they run to completion synchronously.
             Deferred.fromCoroutine(host.hooks.fire(H.STREAM_FEATURES,
                                                    H.FeaturesEvent(self, features, stage)))
-        self.write("<stream:features>" + "".join(
-            st.serialize(c) for c in st.element_children(features)) + "</stream:features>")
+        self.write(self.features_xml(st.element_children(features)))
 
     def _mechanisms(self) -> list[str]:
         mechs = list(self.server.config.auth.mechanisms)
@@ -236,12 +240,12 @@ class C2SSession(XmlStream):
         if el.uri == st.NS_STREAMS:
             if el.name == "error":
                 self.log.info("stream error from {peer}: {xml}", peer=self.peer,
-                              xml=st.serialize(el))
+                              xml=st.serialize(el, st.NS_STREAMS))
                 self.close_stream()
             else:
                 self.stream_error(StreamError("unsupported-stanza-type"))
             return None
-        if not self.tls_active:
+        if not self.tls_active and self.can_starttls:
             return self._pre_tls(el)
         if not self.username:
             return self._pre_auth(el)
@@ -459,7 +463,7 @@ class C2SSession(XmlStream):
         if host is not None and host.hooks.has(H.STANZA_DELIVER) and host.hooks.fire_sync(
                 H.STANZA_DELIVER, H.DeliverEvent(self, stanza)):
             return
-        self.write(st.serialize(stanza))
+        self.write(self.stanza_xml(stanza))
 
     def send_raw(self, data: str) -> None:
         self.write(data)

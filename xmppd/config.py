@@ -80,6 +80,38 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class DomainPolicy:
+    """Per remote domain federation overrides ([federation.domains."example.org"])."""
+
+    require_valid_certificates: bool | None = None  # None: the global setting
+    connect: str = ""  # "host:port" (STARTTLS) or "tls://host:port" (direct TLS), no DNS
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Server-to-server (RFC 6120, XEP-0178, XEP-0220, XEP-0368)."""
+
+    enabled: bool = False
+    require_valid_certificates: bool = False  # False: dialback when the cert does not verify
+    dialback: bool = True  # offer and use XEP-0220 server dialback
+    dialback_secret: str = ""  # XEP-0185 key secret; empty: a random one kept in data_dir
+    ca_file: str = ""  # trust anchors for peer certificates; empty: the system store
+    connect_timeout: float = 20.0  # seconds to resolve, connect and authenticate
+    idle_timeout: float = 600.0  # close an unused stream after this many seconds
+    max_queue: int = 1000  # stanzas queued per remote domain while connecting
+    domains: dict[str, DomainPolicy] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The HTTP(S) listeners: WebSocket (RFC 7395), discovery (XEP-0156), plugin resources."""
+
+    public_url: str = ""  # e.g. "https://chat.example.org" behind a proxy; empty: from Host
+    websocket_origins: list[str] = field(default_factory=list)  # allowed Origins; "*" = any
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warn", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -96,6 +128,8 @@ class ServerConfig:
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
+    federation: FederationConfig = FederationConfig()
+    web: WebConfig = WebConfig()
     plugins: dict[str, Any] = field(default_factory=dict)
     base_dir: str = "."  # directory relative paths are resolved against (the config's)
 
@@ -123,6 +157,8 @@ class ServerConfig:
 DEFAULT_LISTENERS = [
     {"type": "c2s", "port": 5222, "address": "0.0.0.0"},
     {"type": "c2s_tls", "port": 5223, "address": "0.0.0.0"},
+    {"type": "http", "port": 5280, "address": "0.0.0.0"},
+    {"type": "https", "port": 5281, "address": "0.0.0.0"},
 ]
 
 

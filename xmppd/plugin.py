@@ -114,6 +114,11 @@ class Host:
         self._server.router.add_route(domain, target)
         self._track(lambda: self._server.router.remove_route(domain))
 
+    def mount(self, path: str, resource: Any) -> None:
+        """Serve a twisted.web resource at /path on the HTTP(S) listeners."""
+        self._server.web.mount(path, resource)
+        self._track(lambda: self._server.web.unmount(path))
+
     def _track(self, undo: Callable[[], None]) -> None:
         self._undo.setdefault(self._loading or "", []).append(undo)
 

@@ -30,6 +30,7 @@ from xmppd.plugin import Host, load_plugins, unload_plugins
 from xmppd.router import Router
 from xmppd.sessions import Session, SessionManager
 from xmppd.tls import CertStore
+from xmppd.web import WebServer
 
 log = Logger(namespace="xmppd.server")
 
@@ -50,6 +51,8 @@ class XmppServer:
         self.hosts: dict[str, Host] = {d: Host(self, d) for d in config.hosts}
         self.router = Router(self.hosts, self.sessions)
         self.certs: CertStore | None = None
+        self.web = WebServer(self)
+        self.s2s: Any = None  # federation.manager.S2SManager when federation is enabled
         self.connections: set[C2SSession] = set()
         self.listeners: list[tuple[str, IListeningPort]] = []
         self.started_at = time.time()
@@ -62,6 +65,12 @@ class XmppServer:
         self.certs = CertStore(self.config)
         self.db.migrate()
         self.db.start(self.reactor)
+        if self.config.federation.enabled:
+            from federation.manager import S2SManager
+
+            self.s2s = S2SManager(self)
+            self.router.default_route = self.s2s
+            await self.s2s.start()
         for domain, host in self.hosts.items():
             host.iq("set", st.NS_SESSION, "session", _legacy_session, scope="account")
             await load_plugins(host, self.config.enabled_plugins(domain))
@@ -79,6 +88,13 @@ class XmppServer:
                                                   interface=lc.address)
                 else:
                     port = self.reactor.listenTCP(lc.port, factory, interface=lc.address)
+            elif lc.type in ("http", "https"):
+                port = self.web.listen(lc)
+            elif lc.type in ("s2s", "s2s_tls"):
+                if self.s2s is None:
+                    raise ValueError(f"listeners: a {lc.type} listener needs "
+                                     "federation.enabled = true")
+                port = self.s2s.listen(lc)
             else:
                 raise NotImplementedError(f"listener type {lc.type} is not available yet")
             self.listeners.append((lc.type, port))
@@ -108,6 +124,8 @@ class XmppServer:
             await defer.maybeDeferred(port.stopListening)
         for conn in list(self.connections):
             conn.close(StreamError("system-shutdown"))
+        if self.s2s is not None:
+            await self.s2s.stop()
         deadline = self.clock.seconds() + 3.0
         while self.connections and self.clock.seconds() < deadline:
             d: defer.Deferred[None] = defer.Deferred()

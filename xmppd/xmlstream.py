@@ -290,18 +290,35 @@ class XmlStream(protocol.Protocol):
             self.transport.write(data.encode("utf-8"))
 
     def send_element(self, el: Element) -> None:
-        self.write(st.serialize(el, self.content_ns))
+        self.write(self.stanza_xml(el))
 
-    def send_header(self, attrs: dict[str, str], extra_ns: str = "") -> None:
+    def send_header(self, attrs: dict[str, str]) -> None:
         """Send our stream header (RFC 6120 §4.7); ``attrs`` values are escaped here."""
+        self.header_sent = True
+        self.write(self.header_xml(attrs))
+
+    # -- framing: how this transport writes the stream's pieces (RFC 7395 overrides) --------
+    def header_xml(self, attrs: dict[str, str]) -> str:
         parts = [f"<?xml version='1.0'?><stream:stream xmlns='{self.content_ns}'"
-                 f" xmlns:stream='{st.NS_STREAMS}'{extra_ns}"]
+                 f" xmlns:stream='{st.NS_STREAMS}'"]
         for k, v in attrs.items():
             if v:
                 parts.append(f" {k}='{st.escape_attr(v)}'")
         parts.append(">")
-        self.header_sent = True
-        self.write("".join(parts))
+        return "".join(parts)
+
+    def features_xml(self, children: list[Element]) -> str:
+        return "<stream:features>" + "".join(st.serialize(c) for c in children) + (
+            "</stream:features>")
+
+    def error_xml(self, err: StreamError) -> str:
+        return stream_error_xml(err)
+
+    def close_xml(self) -> str:
+        return "</stream:stream>"
+
+    def stanza_xml(self, el: Element) -> str:
+        return st.serialize(el, self.content_ns)
 
     def default_header_attrs(self) -> dict[str, str]:
         """Header used when an error must be sent before a proper header could be (§4.9.1.2)."""
@@ -317,7 +334,7 @@ class XmlStream(protocol.Protocol):
             if not self.stream_id:
                 self.stream_id = new_stream_id()
             self.send_header({**self.default_header_attrs(), "id": self.stream_id})
-        self.write(stream_error_xml(err))
+        self.write(self.error_xml(err))
         self.close_stream()
         # A stream error is unrecoverable (RFC 6120 §4.9.1.1) and after a parse error we could
         # not even read the peer's closing tag, so the connection is dropped once written.
@@ -330,14 +347,14 @@ class XmlStream(protocol.Protocol):
         if self.closed or self.closing:
             return
         self.closing = True
-        self.write("</stream:stream>")
+        self.write(self.close_xml())
         self._close_timer = self.clock.callLater(self.close_timeout, self.abort)
 
     def stream_ended(self) -> None:
         """The peer closed its stream: answer with ours if needed, then drop TCP."""
         if not self.closing:
             self.closing = True
-            self.write("</stream:stream>")
+            self.write(self.close_xml())
         self.parser = None
         if self.transport is not None:
             self.transport.loseConnection()

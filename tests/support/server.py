@@ -87,6 +87,7 @@ class ServerProcess:
             "listeners": [
                 {"type": "c2s", "port": 0, "address": "127.0.0.1"},
                 {"type": "c2s_tls", "port": 0, "address": "127.0.0.1"},
+                {"type": "https", "port": 0, "address": "127.0.0.1"},
             ],
         }
         for k, v in self.extra.items():
@@ -155,6 +156,10 @@ class ServerProcess:
     @property
     def c2s_tls_port(self) -> int:
         return self.ports["c2s_tls"][0]
+
+    @property
+    def https_port(self) -> int:
+        return self.ports["https"][0]
 
     # -- accounts ---------------------------------------------------------------------------------
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,121 @@
+"""One twisted.web site for every HTTP(S) listener; plugins mount resources on it.
+
+Core mounts the XMPP WebSocket endpoint (/xmpp-websocket, RFC 7395) and XEP-0156
+discovery (/.well-known/host-meta and host-meta.json); plugins add upload, the web client...
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IListeningPort
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from xmppd.config import ListenerConfig
+
+if TYPE_CHECKING:
+    from xmppd.server import XmppServer
+
+NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
+REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
+
+
+class Root(Resource):
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"xmppd\n"
+
+
+class HostMeta(Resource):
+    """XEP-0156 §3: where the WebSocket endpoint is, as XRD or JSON (JRD)."""
+
+    isLeaf = True  # noqa: N815 (twisted.web API)
+
+    def __init__(self, web: WebServer, as_json: bool) -> None:
+        super().__init__()
+        self.web = web
+        self.as_json = as_json
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        href = self.web.websocket_url(request)
+        request.setHeader(b"access-control-allow-origin", b"*")
+        if self.as_json:
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"links": [{"rel": REL_WEBSOCKET, "href": href}]}).encode()
+        request.setHeader(b"content-type", b"application/xrd+xml; charset=utf-8")
+        return (f"<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='{NS_XRD}'>\n"
+                f"  <Link rel='{REL_WEBSOCKET}' href='{href}'/>\n</XRD>\n").encode()
+
+
+class WebServer:
+    def __init__(self, server: XmppServer) -> None:
+        self.server = server
+        self.root = Root()
+        wellknown = Resource()
+        self.root.putChild(b".well-known", wellknown)
+        wellknown.putChild(b"host-meta", HostMeta(self, False))
+        wellknown.putChild(b"host-meta.json", HostMeta(self, True))
+        self.site = Site(self.root)
+        self.site.displayTracebacks = False
+        self.site.noisy = False
+        self._ws_mounted = False
+
+    def mount(self, path: str, resource: Resource) -> None:
+        """Serve ``resource`` at /path (one segment, e.g. "upload")."""
+        self.root.putChild(path.strip("/").encode(), resource)
+
+    def unmount(self, path: str) -> None:
+        self.root.delEntity(path.strip("/").encode())
+
+    def listen(self, lc: ListenerConfig) -> IListeningPort:
+        secure = lc.type == "https"
+        if not self._ws_mounted:
+            # One resource serves both listeners; 'secure' comes from the listener type.
+            self.root.putChild(b"xmpp-websocket", _PerListener(self.server))
+            self._ws_mounted = True
+        factory: Any = _ListenerSite(self.root, secure)
+        if secure:
+            assert self.server.certs is not None
+            return self.server.reactor.listenSSL(lc.port, factory, self.server.certs.factory,
+                                                 interface=lc.address)
+        return self.server.reactor.listenTCP(lc.port, factory, interface=lc.address)
+
+    def websocket_url(self, request: Request) -> str:
+        public = self.server.config.web.public_url.rstrip("/")
+        if public:
+            scheme, rest = public.split("://", 1)
+            ws = "wss" if scheme == "https" else "ws"
+            return f"{ws}://{rest}/xmpp-websocket"
+        secure = request.isSecure() or (request.getHeader("x-forwarded-proto") == "https")
+        host = (request.getHeader("host") or "localhost")
+        return f"{'wss' if secure else 'ws'}://{host}/xmpp-websocket"
+
+
+class _ListenerSite(Site):
+    """A Site per listener, so a request knows whether its listener was TLS."""
+
+    def __init__(self, root: Resource, secure: bool) -> None:
+        super().__init__(root)
+        self.secure = secure
+        self.displayTracebacks = False
+        self.noisy = False
+
+
+class _PerListener(Resource):
+    """Dispatches the WebSocket upgrade to the resource for the listener's security."""
+
+    isLeaf = True  # noqa: N815 (twisted.web API)
+
+    def __init__(self, server: XmppServer) -> None:
+        super().__init__()
+        from xmppd.websocket import websocket_resource
+
+        self.secure = websocket_resource(server, True)
+        self.plain = websocket_resource(server, False)
+
+    def render(self, request: Request) -> Any:
+        site = request.channel.site  # type: ignore[attr-defined]
+        target = self.secure if getattr(site, "secure", False) else self.plain
+        return target.render(request)

@@ -1,0 +1,263 @@
+"""XMPP over WebSocket (RFC 7395): the same C2SSession, framed one element per message.
+
+Only the framing differs from TCP: <open/> and <close/> in the framing namespace instead of
+the stream tags, every message a standalone document (explicit namespaces), no STARTTLS
+(the WebSocket is secure when it runs over TLS or a trusted proxy says it did).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.words.xish.domish import Element
+
+from xmppd import stanza as st
+from xmppd.c2s import C2SSession
+from xmppd.errors import StreamError
+from xmppd.xmlstream import XMLStreamParser, stream_error_xml
+
+if TYPE_CHECKING:
+    from xmppd.server import XmppServer
+
+NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+_WRAP_OPEN = (f"<stream:stream xmlns='{st.NS_CLIENT}' xmlns:stream='{st.NS_STREAMS}'>").encode()
+
+
+class _Frame:
+    """Collects the elements of one WebSocket message parsed inside a synthetic root."""
+
+    def __init__(self) -> None:
+        self.elements: list[Element] = []
+
+    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
+                       prefix: str | None) -> None:
+        pass
+
+    def element_received(self, el: Element) -> None:
+        self.elements.append(el)
+
+    def stream_ended(self) -> None:
+        pass
+
+
+class WebSocketC2S(C2SSession):
+    """A c2s session whose transport is a WebSocket (see WSTransport)."""
+
+    can_starttls = False
+
+    def __init__(self, server: XmppServer, secure: bool) -> None:
+        super().__init__(server, direct_tls=secure)
+        self.secure = secure
+
+    def reset_parser(self) -> None:
+        self.parser = None  # every message is parsed on its own (RFC 7395 §3.3.3)
+
+    def frame_received(self, payload: bytes) -> None:
+        """One WebSocket text message: exactly one complete element (RFC 7395 §3.3.3)."""
+        if self.closed or self.closing:
+            return
+        self.last_active = self.clock.seconds()
+        data = payload.strip()
+        if data.startswith(b"<?xml"):
+            end = data.find(b"?>")
+            data = data[end + 2:].lstrip() if end >= 0 else data
+        if not data:
+            return  # whitespace keepalive
+        if len(data) > self.max_stanza_bytes:
+            self.stream_error(StreamError("policy-violation", "message too large"))
+            return
+        frame = _Frame()
+        parser = XMLStreamParser(frame, self.max_stanza_bytes)
+        try:
+            parser.feed(_WRAP_OPEN)
+            parser.feed(data)
+            parser.feed(b"</stream:stream>")
+        except StreamError as err:
+            self.stream_error(err)
+            return
+        if len(frame.elements) != 1:
+            self.stream_error(StreamError(
+                "not-well-formed", "each WebSocket message must hold exactly one element"))
+            return
+        el = frame.elements[0]
+        try:
+            if el.uri == NS_FRAMING and el.name == "open":
+                self._open(el)
+            elif el.uri == NS_FRAMING and el.name == "close":
+                self.stream_ended()
+            else:
+                self.element_received(el)
+        except StreamError as err:
+            self.stream_error(err)
+
+    def _open(self, el: Element) -> None:
+        """RFC 7395 §3.4: <open/> starts (or restarts) the stream."""
+        attrs = {k if isinstance(k, str) else f"xml:{k[1]}": v
+                 for k, v in el.attributes.items()
+                 if isinstance(k, str) or k[0] == st.NS_XML}
+        if not self.secure and self.server.config.tls.require_c2s:
+            self.host = self.host or attrs.get("to", "")
+            raise StreamError("policy-violation",
+                              "use wss:// (or a TLS-terminating proxy that says so)")
+        self.open_stream(attrs)
+
+    # -- framing --------------------------------------------------------------------------
+    def header_xml(self, attrs: dict[str, str]) -> str:
+        parts = [f"<open xmlns='{NS_FRAMING}'"]
+        for k, v in attrs.items():
+            if v:
+                parts.append(f" {k}='{st.escape_attr(v)}'")
+        return "".join(parts) + "/>"
+
+    def features_xml(self, children: list[Element]) -> str:
+        return (f"<stream:features xmlns:stream='{st.NS_STREAMS}'>"
+                + "".join(st.serialize(c) for c in children) + "</stream:features>")
+
+    def error_xml(self, err: StreamError) -> str:
+        return stream_error_xml(err).replace(
+            "<stream:error>", f"<stream:error xmlns:stream='{st.NS_STREAMS}'>", 1)
+
+    def close_xml(self) -> str:
+        return f"<close xmlns='{NS_FRAMING}'/>"
+
+    def stanza_xml(self, el: Element) -> str:
+        return st.serialize(el, explicit_ns=True)
+
+    def stream_ended(self) -> None:
+        """The client sent <close/>: answer with ours and end the WebSocket (§3.6)."""
+        self.clean_close = True
+        if not self.closing:
+            self.closing = True
+            self.write(self.close_xml())
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class WSTransport:
+    """Adapts an autobahn protocol to the transport interface C2SSession writes to."""
+
+    def __init__(self, proto: XmppWebSocketProtocol) -> None:
+        self.proto = proto
+        self.disconnecting = False
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self.proto.sendMessage(data, isBinary=False)
+
+    def loseConnection(self) -> None:  # noqa: N802
+        if not self.disconnecting:
+            self.disconnecting = True
+            self.proto.sendClose(code=1000)
+
+    def abortConnection(self) -> None:  # noqa: N802
+        self.disconnecting = True
+        self.proto.dropConnection(abort=True)
+
+    def getPeer(self) -> Any:  # noqa: N802
+        return self.proto.peer_address
+
+    def getHost(self) -> Any:  # noqa: N802
+        return self.proto.tcp.getHost()
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.proto.tcp.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.proto.tcp.resumeProducing()
+
+
+class XmppWebSocketProtocol(WebSocketServerProtocol):
+    session: WebSocketC2S | None = None
+    peer_address: Any = None
+    factory: XmppWebSocketFactory
+
+    @property
+    def tcp(self) -> Any:
+        return self.transport
+
+    def onConnect(self, request: ConnectionRequest) -> str:  # noqa: N802
+        """RFC 7395 §3.1: the 'xmpp' subprotocol is required; Origin must be allowed."""
+        if "xmpp" not in request.protocols:
+            raise ConnectionDeny(400, "the 'xmpp' WebSocket subprotocol is required")
+        web = self.factory.server.config.web
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        origin = request.origin or headers.get("origin")
+        if origin and origin != "null" and not _origin_allowed(origin, headers.get("host", ""),
+                                                               web.websocket_origins):
+            raise ConnectionDeny(403, "origin not allowed")
+        peer = self.tcp.getPeer()
+        secure = self.factory.secure
+        trusted = _trusted(getattr(peer, "host", ""), web.trusted_proxies)
+        if trusted and headers.get("x-forwarded-proto", "").lower() == "https":
+            secure = True
+        self.peer_address = peer
+        if trusted and headers.get("x-forwarded-for"):
+            self.peer_address = _Forwarded(headers["x-forwarded-for"].split(",")[0].strip())
+        self._secure = secure
+        return "xmpp"
+
+    def onOpen(self) -> None:  # noqa: N802
+        self.session = WebSocketC2S(self.factory.server, self._secure)
+        self.session.makeConnection(WSTransport(self))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+        if self.session is None:
+            return
+        if isBinary:
+            self.session.stream_error(StreamError("bad-format", "use text frames (RFC 7395)"))
+            return
+        self.session.frame_received(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None  # noqa: N802, N803
+                ) -> None:
+        if self.session is not None and not self.session.closed:
+            self.session.connectionLost(Failure(ConnectionDone()))
+
+
+class XmppWebSocketFactory(WebSocketServerFactory):
+    protocol = XmppWebSocketProtocol  # type: ignore[assignment]
+
+    def __init__(self, server: XmppServer, secure: bool) -> None:
+        super().__init__()
+        self.server = server
+        self.secure = secure
+        limit = server.config.limits.max_stanza_size + 4096
+        self.setProtocolOptions(maxMessagePayloadSize=limit, maxFramePayloadSize=limit,
+                                autoPingInterval=0)
+
+
+def websocket_resource(server: XmppServer, secure: bool) -> WebSocketResource:
+    return WebSocketResource(XmppWebSocketFactory(server, secure))
+
+
+class _Forwarded:
+    def __init__(self, host: str) -> None:
+        self.host, self.port = host, 0
+
+
+def _trusted(ip: str, proxies: list[str]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    for p in proxies:
+        try:
+            if addr in ipaddress.ip_network(p, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
+    """Same origin, a configured origin, or '*' (RFC 6455 §10.2, RFC 7395 §5)."""
+    if "*" in allowed or origin in allowed:
+        return True
+    bare = origin.split("://", 1)[-1]
+    return bool(host) and bare == host
