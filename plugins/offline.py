@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet.defer import Deferred
 from twisted.words.xish.domish import Element
 
 from plugins.hints import chat_state_only, hint
@@ -48,7 +49,13 @@ class Offline(Plugin):
             return True  # XEP-0085 §5.5: chat states are not stored offline; nothing to keep
         if hint(s, "no-store"):
             raise StanzaError("service-unavailable", text="recipient offline; no-store hint")
-        await self.keep(ev.to.bare, s)
+        user = ev.to.bare
+        await self.keep(user, s)
+        # The user may have come online while this was being committed (after the drain of
+        # their new session read the queue): deliver now rather than at the next login.
+        ready = [x for x in self.host.available_sessions(user) if x.priority >= 0]
+        if ready and user.bare_str not in self._draining:
+            self.host.track(Deferred.fromCoroutine(self.drain(H.SessionEvent(ready[0]))))
         return True
 
     async def keep(self, user: JID, stanza: Element) -> None:

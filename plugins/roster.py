@@ -49,7 +49,7 @@ class CachedRoster:
 
 class Roster(Plugin):
     name = "roster"
-    specs = ("RFC 6121 2.0 (roster, versioning)",)
+    specs = ("RFC 6121 (§2 roster, §2.6 versioning)",)
     Options = Options
 
     def setup(self) -> None:

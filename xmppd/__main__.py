@@ -234,6 +234,13 @@ def cmd_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from xmppd import features
+
+    print(features.doap() if args.doap else features.markdown(), end="")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from xmppd.check import run_checks
 
@@ -273,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("domain")
     cert.add_argument("--dir", default="certs", help="output folder (default: certs)")
     add("check", cmd_check, "validate configuration, certificates and storage")
+    feats = add("features", cmd_features, "list implemented specifications (README table)")
+    feats.add_argument("--doap", action="store_true", help="as a DOAP file instead")
     return p
 
 

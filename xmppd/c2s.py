@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from xmppd.server import XmppServer
 
 NS_LIMITS = "urn:xmpp:stream-limits:0"
-IQ_TYPES = frozenset(("get", "set", "result", "error"))
-PRESENCE_TYPES = frozenset((
-    "unavailable", "subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "error"))
 MAX_QUEUE = 256  # stanzas waiting behind a slow one before we stop reading the socket
 
 
@@ -425,7 +422,7 @@ class C2SSession(XmlStream):
                 return None
         attrs["from"] = self.jid_str
         self.stanzas_in += 1
-        problem = _shape_error(el)
+        problem = st.shape_error(el)
         if problem is not None:
             if el.getAttribute("type") != "error":
                 self.send(error_reply(el, StanzaError("bad-request", text=problem)))
@@ -476,24 +473,6 @@ def _b64(data: str) -> bytes:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise SASLFailure("incorrect-encoding") from None
-
-
-def _shape_error(el: Element) -> str | None:
-    """RFC 6120 §8.2.3 / RFC 6121 §4.7.1 structural checks; a reason string if bad."""
-    t = el.getAttribute("type")
-    if el.name == "iq":
-        if t not in IQ_TYPES:
-            return "iq type must be get, set, result or error"
-        if not el.getAttribute("id"):
-            return "iq requires an id"
-        n = sum(1 for c in el.children if isinstance(c, Element))
-        if t in ("get", "set") and n != 1:
-            return "iq get/set must contain exactly one child element"
-        if t == "result" and n > 1:
-            return "iq result may contain at most one child element"
-    elif el.name == "presence" and t is not None and t not in PRESENCE_TYPES:
-        return "unknown presence type"
-    return None
 
 
 class C2SFactory(protocol.Factory):

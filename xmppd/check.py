@@ -62,6 +62,15 @@ def run_checks(cfg: ServerConfig) -> int:
         if not found:
             print(f"ok: {domain}: certificate {paths.cert}")
     problems.extend(check_storage(cfg))
+    if cfg.federation.enabled:
+        from federation.check import check_federation
+
+        fed_errors, fed_warnings = check_federation(cfg)
+        problems.extend(fed_errors)
+        for w in fed_warnings:
+            print(f"warning: {w}")
+        if not fed_errors and not fed_warnings:
+            print("ok: federation: DNS records and certificates in place")
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     if problems:

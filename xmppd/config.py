@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "disco", "ping", "version", "time", "roster", "presence", "offline", "mam", "carbons",
-    "smacks", "csi", "hints",
+    "smacks", "csi", "hints", "webclient",
 )
 
 
@@ -91,7 +91,8 @@ class DomainPolicy:
 class FederationConfig:
     """Server-to-server (RFC 6120, XEP-0178, XEP-0220, XEP-0368)."""
 
-    enabled: bool = False
+    enabled: bool = True
+    require_tls: bool = True  # STARTTLS (or direct TLS) before anything else, both directions
     require_valid_certificates: bool = False  # False: dialback when the cert does not verify
     dialback: bool = True  # offer and use XEP-0220 server dialback
     dialback_secret: str = ""  # XEP-0185 key secret; empty: a random one kept in data_dir
@@ -157,6 +158,8 @@ class ServerConfig:
 DEFAULT_LISTENERS = [
     {"type": "c2s", "port": 5222, "address": "0.0.0.0"},
     {"type": "c2s_tls", "port": 5223, "address": "0.0.0.0"},
+    {"type": "s2s", "port": 5269, "address": "0.0.0.0"},
+    {"type": "s2s_tls", "port": 5270, "address": "0.0.0.0"},
     {"type": "http", "port": 5280, "address": "0.0.0.0"},
     {"type": "https", "port": 5281, "address": "0.0.0.0"},
 ]
@@ -223,6 +226,34 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("auth.iteration_count: must be at least 4096 (RFC 7677)")
     if cfg.limits.max_stanza_size < 10000:
         raise ConfigError("limits.max_stanza_size: must be at least 10000 (RFC 6120 §13.12)")
+    _validate_federation(cfg.federation)
+
+
+def _validate_federation(fed: FederationConfig) -> None:
+    if fed.connect_timeout <= 0:
+        raise ConfigError("federation.connect_timeout: must be positive")
+    if fed.idle_timeout <= 0:
+        raise ConfigError("federation.idle_timeout: must be positive")
+    if fed.max_queue < 1:
+        raise ConfigError("federation.max_queue: must be at least 1")
+    if not fed.dialback and not fed.require_valid_certificates:
+        raise ConfigError("federation.dialback: without dialback, require_valid_certificates "
+                          "must be true (certificates are then the only proof of identity)")
+    domains: dict[str, DomainPolicy] = {}
+    for name, policy in fed.domains.items():
+        try:
+            dom = prepare_domain(name)
+        except JIDError as exc:
+            raise ConfigError(f"federation.domains.{name}: not a valid domain: {exc}") from None
+        if policy.connect:
+            from federation.resolve import parse_connect
+
+            try:
+                parse_connect(policy.connect)
+            except ValueError as exc:
+                raise ConfigError(f"federation.domains.{name}.connect: {exc}") from None
+        domains[dom] = policy
+    object.__setattr__(fed, "domains", domains)
 
 
 def build(cls: type[T], data: Any, path: str) -> T:

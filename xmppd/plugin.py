@@ -119,6 +119,17 @@ class Host:
         self._server.web.mount(path, resource)
         self._track(lambda: self._server.web.unmount(path))
 
+    def track(self, d: Deferred[Any]) -> None:
+        """Background work that a clean shutdown must wait for."""
+        self._server.track(d)
+
+    def mounted_paths(self) -> set[str]:
+        return self._server.web.paths()
+
+    def websocket_url(self, request: Any) -> str:
+        """The RFC 7395 endpoint as the requesting browser can reach it."""
+        return self._server.web.websocket_url(request)
+
     def _track(self, undo: Callable[[], None]) -> None:
         self._undo.setdefault(self._loading or "", []).append(undo)
 

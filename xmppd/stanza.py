@@ -207,6 +207,29 @@ def _write(el: Element, parent_ns: str | None, content_ns: str | None, out: list
     out.append(f"</{name}>")
 
 
+IQ_TYPES: Final = frozenset(("get", "set", "result", "error"))
+PRESENCE_TYPES: Final = frozenset((
+    "unavailable", "subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "error"))
+
+
+def shape_error(el: Element) -> str | None:
+    """RFC 6120 §8.2.3 / RFC 6121 §4.7.1 structural checks; a reason string if bad."""
+    t = el.getAttribute("type")
+    if el.name == "iq":
+        if t not in IQ_TYPES:
+            return "iq type must be get, set, result or error"
+        if not el.getAttribute("id"):
+            return "iq requires an id"
+        n = sum(1 for c in el.children if isinstance(c, Element))
+        if t in ("get", "set") and n != 1:
+            return "iq get/set must contain exactly one child element"
+        if t == "result" and n > 1:
+            return "iq result may contain at most one child element"
+    elif el.name == "presence" and t is not None and t not in PRESENCE_TYPES:
+        return "unknown presence type"
+    return None
+
+
 def stamp_delay(el: Element, from_: str, stamp: str, reason: str | None = None) -> Element:
     """Add a XEP-0203 <delay/> to a stanza (``stamp`` is an XEP-0082 DateTime)."""
     d = add(el, "delay", NS_DELAY, reason, {"from": from_, "stamp": stamp})

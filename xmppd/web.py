@@ -66,6 +66,9 @@ class WebServer:
         """Serve ``resource`` at /path (one segment, e.g. "upload")."""
         self.root.putChild(path.strip("/").encode(), resource)
 
+    def paths(self) -> set[str]:
+        return {k.decode() for k in self.root.children}
+
     def unmount(self, path: str) -> None:
         self.root.delEntity(path.strip("/").encode())
 

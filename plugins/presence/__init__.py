@@ -33,7 +33,7 @@ class Options:
 
 class Presence(Plugin):
     name = "presence"
-    specs = ("RFC 6121 3-4 (subscriptions, presence, pre-approval)",)
+    specs = ("RFC 6121 (§3 subscriptions, §3.4 pre-approval, §4 presence)",)
     depends = ("roster",)
     Options = Options
 

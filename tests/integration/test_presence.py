@@ -299,7 +299,8 @@ def test_roster_and_subscription_bad_input(server: ServerProcess) -> None:
         await raw.send("<presence to='a@b@c' type='subscribe' id='s2'/>")
         el = await raw.read()
         assert stanza_error(el)[1] == "jid-malformed"
-        # a flood of subscription requests is rate limited (burst 100), state stays sane
+        # a flood of subscription requests is rate limited (burst 100, then a trickle);
+        # every request is answered, and the roster holds exactly the accepted ones
         await raw.send("".join(f"<presence to='flood{i}@remote.invalid' type='subscribe'/>"
                                for i in range(110)))
         conditions: list[str] = []
@@ -307,12 +308,13 @@ def test_roster_and_subscription_bad_input(server: ServerProcess) -> None:
             el = await raw.read(timeout=10)
             if el.tag.endswith("presence") and el.get("type") == "error":
                 conditions.append(stanza_error(el)[1])
-        assert conditions.count("policy-violation") == 10
-        assert conditions.count("remote-server-not-found") == 100
+        limited = conditions.count("policy-violation")
+        assert 1 <= limited <= 10  # a refill of the bucket meanwhile may let a few through
+        assert conditions.count("remote-server-not-found") == 110 - limited
         el = await raw.iq(f"<query xmlns='{R}'/>", id_="q8")
         items = el.findall(f"{{{R}}}query/{{{R}}}item")
         flood = [i for i in items if i.get("jid", "").startswith("flood")]
-        assert len(flood) == 100 and all(i.get("ask") == "subscribe" for i in flood)
+        assert len(flood) == 110 - limited and all(i.get("ask") == "subscribe" for i in flood)
         raw.close()
 
     run(body())

@@ -135,6 +135,9 @@ def test_no_resume_in_time_means_offline_delivery_once(srv: ServerProcess) -> No
         raw.kill()
         for i in range(100, 200):
             sender.send_message(mto=b + "/r", mbody=f"m{i:03}", mtype="chat")
+        # the server handles a stream's stanzas in order: once the ping is answered, every
+        # message above was routed (to the hibernating session)
+        await sender.plugin["xep_0199"].ping("localhost", timeout=30)
         await asyncio.sleep(4.5)  # past the 3 s resumption timeout
         late = await RawStream.open(srv.c2s_port)
         await late.authenticate(str(srv.ca.ca_file), b.split("@")[0], bpw)

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_defaults_are_the_embedded_server() -> None:
     cfg = load(None)
     assert list(cfg.hosts) == ["localhost"]
-    assert [(lc.type, lc.port) for lc in cfg.listeners][:4] == [
-        ("c2s", 5222), ("c2s_tls", 5223), ("http", 5280), ("https", 5281)]
+    assert {("c2s", 5222), ("c2s_tls", 5223), ("http", 5280), ("https", 5281)} <= {
+        (lc.type, lc.port) for lc in cfg.listeners}
     assert cfg.storage_url.startswith("sqlite:///") and cfg.storage_url.endswith("xmppd.sqlite")
     assert cfg.tls.require_c2s and cfg.tls.self_signed
     assert cfg.auth.iteration_count >= 4096

@@ -1,0 +1,98 @@
+"""The Converse.js web client at /chat/, pre-configured for this server's WebSocket.
+
+The client comes from the npm package pinned in web/package.json (`npm ci --prefix web`);
+nothing of it is committed. Without it, /chat/ explains how to install it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from twisted.web.static import File
+
+from xmppd.plugin import Plugin
+
+DEFAULT_DIST = Path(__file__).resolve().parent.parent / "web" / "node_modules" / "converse.js" \
+    / "dist"
+
+
+@dataclass(frozen=True)
+class Options:
+    path: str = "chat"  # URL path of the client
+    dist_dir: str = ""  # converse.js dist folder; empty: web/node_modules/converse.js/dist
+    view_mode: str = "fullscreen"  # converse.js view_mode: fullscreen, overlayed, embedded
+
+
+class ClientPage(Resource):
+    isLeaf = False  # noqa: N815 (twisted.web API)
+
+    def __init__(self, plugin: WebClient, dist: Path) -> None:
+        super().__init__()
+        self.plugin = plugin
+        self.dist = dist
+        if dist.is_dir():
+            self.putChild(b"dist", File(str(dist)))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+        if path in (b"", b"index.html"):
+            return self
+        return super().getChild(path, request)
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        if not request.path.endswith(b"/") and request.path.rstrip(b"/").endswith(
+                self.plugin.options.path.encode()):
+            request.redirect(request.path + b"/")
+            return b""
+        if not (self.dist / "converse.min.js").exists():
+            request.setResponseCode(503)
+            return (b"<!doctype html><title>xmppd</title><p>The web client is not installed. "
+                    b"Run <code>npm ci --prefix web</code> in the xmppd folder.</p>")
+        return self.plugin.page(request).encode()
+
+
+class WebClient(Plugin):
+    name = "webclient"
+    specs = ("Converse.js 14 (bundled web client)",)
+    Options = Options
+
+    def setup(self) -> None:
+        dist = Path(self.options.dist_dir) if self.options.dist_dir else DEFAULT_DIST
+        if not (dist / "converse.min.js").exists():
+            self.log.warn("web client files not found in {dist}; /chat/ shows how to install "
+                          "them (npm ci --prefix web)", dist=str(dist))
+        if self.options.path not in self.host.mounted_paths():
+            self.host.mount(self.options.path, ClientPage(self, dist))
+
+    def page(self, request: Request) -> str:
+        host = (request.getHeader("host") or "").split(":")[0]
+        domain = host if self.host.is_local(host) else self.host.domain
+        settings = {
+            "websocket_url": self.host.websocket_url(request),
+            "view_mode": self.options.view_mode,
+            "discover_connection_methods": False,
+            "default_domain": domain,
+            "domain_placeholder": domain,
+            "assets_path": "dist/",
+            "allow_registration": False,
+            "show_client_info": False,
+            "play_sounds": False,
+            "persistent_store": "IndexedDB",
+        }
+        return (
+            "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>Chat on {domain}</title>"
+            "<link rel='stylesheet' type='text/css' media='screen' href='dist/converse.min.css'>"
+            # converse.js 14 is an ES module bundle that defines window.converse; module
+            # scripts run in document order, so the second one sees it.
+            "<script type='module' src='dist/converse.min.js' charset='utf-8'></script></head>"
+            "<body class='converse-fullscreen'><noscript>This chat needs JavaScript.</noscript>"
+            f"<script type='module'>converse.initialize({json.dumps(settings)});</script>"
+            "</body></html>"
+        )
