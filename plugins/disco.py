@@ -6,6 +6,8 @@ feature that is not running.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.words.xish.domish import Element
 
 from xmppd import stanza as st
@@ -31,6 +33,7 @@ class Disco(Plugin):
         self.host.iq("get", NS_ITEMS, "query", self.account_items, scope="account")
         self.items: list[tuple[str, str]] = []
         self.extensions: list[Element] = []
+        self.info_nodes: list[Callable[[str], Element | None]] = []
 
     def add_item(self, jid: str, name: str = "") -> None:
         """Advertise a service (conference.<domain>, upload.<domain>) in disco#items."""
@@ -39,6 +42,15 @@ class Disco(Plugin):
     def add_extension(self, form: Element) -> None:
         """XEP-0128: a data form added to the server's disco#info (e.g. XEP-0157 contacts)."""
         self.extensions.append(form)
+
+    def add_info_node(self, handler: Callable[[str], Element | None]) -> None:
+        """Answer disco#info for nodes of the domain (XEP-0115 "node#ver" caps nodes): the
+        handler returns the query element for a node it knows, None for any other."""
+        self.info_nodes.append(handler)
+
+    def remove_info_node(self, handler: Callable[[str], Element | None]) -> None:
+        if handler in self.info_nodes:
+            self.info_nodes.remove(handler)
 
     def info(self) -> Element:
         """The server's disco#info query element (also used for XEP-0115 caps)."""
@@ -57,6 +69,10 @@ class Disco(Plugin):
     def host_info(self, req: IqRequest) -> Element:
         node = req.payload.getAttribute("node")
         if node:
+            for handler in self.info_nodes:
+                found = handler(node)
+                if found is not None:
+                    return found
             raise StanzaError("item-not-found")
         return self.info()
 

@@ -10,10 +10,17 @@ from dataclasses import dataclass
 
 from storage.accounts import AccountStore
 from storage.archive import ArchiveStore
+from storage.blocking import BlockingStore
+from storage.directory import DirectoryStore
+from storage.invites import InviteStore
 from storage.kv import KVStore
 from storage.offline import OfflineStore
+from storage.private import PrivateStore
+from storage.pubsub import PubsubStore
 from storage.roster import RosterStore
 from storage.sql import Database
+from storage.uploads import UploadStore
+from storage.vcard import VCardStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,13 @@ class Storage:
         self.roster = RosterStore(db)
         self.offline = OfflineStore(db)
         self.archive = ArchiveStore(db)
+        self.directory = DirectoryStore(db)
+        self.blocking = BlockingStore(db)
+        self.invites = InviteStore(db)
+        self.private = PrivateStore(db)
+        self.vcard = VCardStore(db)
+        self.pubsub = PubsubStore(db)
+        self.uploads = UploadStore(db)
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 8) -> Storage:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select
 from twisted.internet.defer import Deferred
 
 from storage.schema import kv
 from storage.sql import Database
+from storage.upsert import upsert
 
 
 class KVStore:
@@ -32,12 +33,8 @@ class KVStore:
 
     def set(self, host: str, username: str, store: str, key: str, value: str) -> Deferred[None]:
         def q(conn: Connection) -> None:
-            where = (kv.c.host == host, kv.c.username == username, kv.c.store == store,
-                     kv.c.key == key)
-            n = conn.execute(update(kv).where(*where).values(value=value)).rowcount
-            if not n:
-                conn.execute(insert(kv).values(host=host, username=username, store=store,
-                                               key=key, value=value))
+            upsert(conn, kv, {"host": host, "username": username, "store": store, "key": key},
+                   {"value": value})
 
         return self.db.write(q)
 

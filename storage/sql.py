@@ -6,12 +6,14 @@ Every call commits before its Deferred fires, so code that acknowledges somethin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
@@ -99,14 +101,34 @@ class Database:
         return self._run(work)
 
     def write(self, fn: Callable[[Connection], T]) -> defer.Deferred[T]:
-        """Run ``fn`` in a transaction, committed before the Deferred fires."""
+        """Run ``fn`` in a transaction, committed before the Deferred fires. A transaction
+        the database aborted as a deadlock victim is retried (it changed nothing)."""
 
         def work() -> T:
-            with self.engine.begin() as conn:
-                return fn(conn)
+            for attempt in range(5):
+                try:
+                    with self.engine.begin() as conn:
+                        return fn(conn)
+                except DBAPIError as exc:
+                    if attempt == 4 or not _is_deadlock(exc):
+                        raise
+                    time.sleep(0.01 * (attempt + 1))
+            raise AssertionError("unreachable")
 
         return self._run(work)
 
     def call(self, fn: Callable[[], T]) -> defer.Deferred[T]:
         """Run any blocking function in the pool (e.g. PBKDF2)."""
         return self._run(fn)
+
+
+def _is_deadlock(exc: DBAPIError) -> bool:
+    """MySQL/MariaDB 1213 (deadlock) / 1205 (lock wait timeout), PostgreSQL 40P01 / 40001,
+    SQLite "database is locked" after busy_timeout."""
+    orig = exc.orig
+    code = getattr(orig, "args", (None,))[0] if orig is not None else None
+    if code in (1213, 1205):
+        return True
+    if getattr(orig, "pgcode", None) in ("40P01", "40001"):
+        return True
+    return "database is locked" in str(orig)

@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "disco", "ping", "version", "time", "roster", "presence", "offline", "mam", "carbons",
-    "smacks", "csi", "hints", "webclient",
+    "smacks", "csi", "hints", "webclient", "vcard", "search", "register", "blocking",
+    "private", "last", "caps", "upload", "extdisco", "pep",
 )
 
 

@@ -66,6 +66,7 @@ class StanzaError(Exception):
         text: str | None = None,
         app_condition: Element | None = None,
         by: str | None = None,
+        echo: bool = True,
     ) -> None:
         if condition not in STANZA_CONDITIONS:
             raise ValueError(f"unknown stanza error condition {condition!r}")
@@ -75,6 +76,7 @@ class StanzaError(Exception):
         self.text = text
         self.app_condition = app_condition
         self.by = by
+        self.echo = echo  # False: the error reply leaves out the request's payload (secrets)
 
     def to_element(self) -> Element:
         """The ``<error/>`` child (RFC 6120 §8.3.2)."""
@@ -142,7 +144,7 @@ def error_reply(stanza: Element, err: StanzaError, include_payload: bool = True)
         reply.attributes["to"] = attrs["from"]
     if "to" in attrs:
         reply.attributes["from"] = attrs["to"]
-    if include_payload:
+    if include_payload and err.echo:
         for c in stanza.children:
             if isinstance(c, Element) and not (c.name == "error" and c.uri == st.NS_CLIENT):
                 st.append(reply, st.copy(c))

@@ -96,6 +96,11 @@ class Host:
     def clock(self) -> Any:
         return self._server.clock
 
+    @property
+    def started_at(self) -> float:
+        """When the server started (unix seconds), e.g. for XEP-0012 uptime."""
+        return self._server.started_at
+
     def on(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> None:
         reg = self.hooks.add(hook, handler, priority)
         self._track(reg.remove)
@@ -125,6 +130,17 @@ class Host:
 
     def mounted_paths(self) -> set[str]:
         return self._server.web.paths()
+
+    def web_base_url(self) -> str:
+        """Where this domain's HTTP resources are reachable: web.public_url, else the bound
+        https listener (known once the server listens; '' before that or without one)."""
+        public = self.config.web.public_url.rstrip("/")
+        if public:
+            return public
+        port = self._server.bound_port("https")
+        if port is None:
+            return ""
+        return f"https://{self.domain}" + ("" if port == 443 else f":{port}")
 
     def websocket_url(self, request: Any) -> str:
         """The RFC 7395 endpoint as the requesting browser can reach it."""

@@ -8,7 +8,6 @@ Shutdown (SIGTERM/SIGINT) fires SERVER_STOPPING, closes every stream with
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,7 @@ class XmppServer:
         self.s2s: Any = None  # federation.manager.S2SManager when federation is enabled
         self.connections: set[C2SSession] = set()
         self.listeners: list[tuple[str, IListeningPort]] = []
-        self.started_at = time.time()
+        self.started_at = self.clock.seconds()
         self._auth_failures: dict[str, tuple[int, float]] = {}
         self.stopping = False
         self.inflight: set[defer.Deferred[Any]] = set()  # work a clean stop must wait for
@@ -106,6 +105,11 @@ class XmppServer:
         for kind, port in self.listeners:
             out.setdefault(kind, []).append(_port_number(port))
         return out
+
+    def bound_port(self, kind: str) -> int | None:
+        """The first bound port of a listener type (None if there is none yet)."""
+        ports = self.ports().get(kind)
+        return ports[0] if ports else None
 
     def write_ports(self, path: str) -> None:
         """Report the bound ports (tests listen on port 0 and read this file)."""

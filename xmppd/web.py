@@ -6,8 +6,9 @@ discovery (/.well-known/host-meta and host-meta.json); plugins add upload, the w
 
 from __future__ import annotations
 
+import io
 import json
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
@@ -20,6 +21,95 @@ if TYPE_CHECKING:
 
 NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
+
+
+MAX_PLAIN_BODY = 64 * 1024  # request bodies for resources that do not stream them
+
+
+class BodyRefused(Exception):
+    """Raised by a resource's ``body_sink`` to refuse a request before its body is read."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class GuardedRequest(Request):
+    """Decides where a request body goes as soon as the headers are in.
+
+    twisted.web would otherwise buffer any body of any size (to a temporary file) before a
+    resource sees the request. A resource with ``body_sink(request, path, length)`` returns
+    the file to stream the body into (or raises BodyRefused); every other path accepts at
+    most MAX_PLAIN_BODY bytes.
+    """
+
+    _limit: int | None = None
+    _received = 0
+    _refused = False
+    _sink_owner: Any = None
+    _body_done = False
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        self._body_done = True  # the whole body is in; the resource owns it from here
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 (twisted API)
+        """A client that goes away mid-body leaves a streamed file behind: its owner may
+        clean up (``body_abandoned``)."""
+        owner = self._sink_owner
+        if owner is not None and not self._body_done and self.content is not None:
+            abandoned = getattr(owner, "body_abandoned", None)
+            if abandoned is not None:
+                abandoned(self.content)
+        super().connectionLost(reason)
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 (twisted API)
+        path: bytes = getattr(self.channel, "_path", b"") or b""
+        first = path.split(b"?", 1)[0].lstrip(b"/").split(b"/", 1)[0]
+        root = self.channel.site.resource  # type: ignore[attr-defined]
+        resource = getattr(root, "children", {}).get(first)
+        sink = getattr(resource, "body_sink", None)
+        # requestReceived() sets these only after the body; the sink needs the method now.
+        self.method = getattr(self.channel, "_command", b"") or b""
+        try:
+            if sink is not None:
+                target: IO[bytes] | None = sink(self, path, length)
+                if target is not None:
+                    self.content = target
+                    self._sink_owner = resource
+                    return
+            if length is not None and length > MAX_PLAIN_BODY:
+                raise BodyRefused(413, "request body too large")
+        except BodyRefused as refused:
+            self._refuse(refused)
+            return
+        self._limit = MAX_PLAIN_BODY
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 (twisted API)
+        if self._refused:
+            return
+        if self._limit is not None:
+            self._received += len(data)
+            if self._received > self._limit:
+                self._refuse(BodyRefused(413, "request body too large"))
+                return
+        super().handleContentChunk(data)
+
+    def _refuse(self, refused: BodyRefused) -> None:
+        """Answer at once and close: the body is never read."""
+        self._refused = True
+        self.content = io.BytesIO()
+        body = (refused.message + "\n").encode()
+        reason = {400: b"Bad Request", 403: b"Forbidden", 411: b"Length Required",
+                  413: b"Payload Too Large"}.get(refused.status, b"Error")
+        transport = self.channel.transport
+        if transport is not None:
+            transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                            % (refused.status, reason, len(body), body))
+            transport.loseConnection()
 
 
 class Root(Resource):
@@ -100,7 +190,7 @@ class _ListenerSite(Site):
     """A Site per listener, so a request knows whether its listener was TLS."""
 
     def __init__(self, root: Resource, secure: bool) -> None:
-        super().__init__(root)
+        super().__init__(root, requestFactory=GuardedRequest)
         self.secure = secure
         self.displayTracebacks = False
         self.noisy = False

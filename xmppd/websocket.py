@@ -135,6 +135,7 @@ class WebSocketC2S(C2SSession):
         if not self.closing:
             self.closing = True
             self.write(self.close_xml())
+            self.close_written = True
         if self.transport is not None:
             self.transport.loseConnection()
 

@@ -237,7 +237,8 @@ class XmlStream(protocol.Protocol):
         self.parser: XMLStreamParser | None = None
         self.stream_id = ""
         self.header_sent = False
-        self.closing = False  # we sent </stream:stream>
+        self.closing = False  # we are closing the stream
+        self.close_written = False  # our closing tag is out: nothing more may be written
         self.closed = False
         self._close_timer: IDelayedCall | None = None
         self.peer = "?"
@@ -286,7 +287,8 @@ class XmlStream(protocol.Protocol):
 
     # -- writing -----------------------------------------------------------------------------
     def write(self, data: str) -> None:
-        if not self.closed and self.transport is not None:
+        # RFC 6120 §4.4: nothing may follow our closing tag.
+        if not self.closed and not self.close_written and self.transport is not None:
             self.transport.write(data.encode("utf-8"))
 
     def send_element(self, el: Element) -> None:
@@ -348,6 +350,7 @@ class XmlStream(protocol.Protocol):
             return
         self.closing = True
         self.write(self.close_xml())
+        self.close_written = True
         self._close_timer = self.clock.callLater(self.close_timeout, self.abort)
 
     def stream_ended(self) -> None:
@@ -355,6 +358,7 @@ class XmlStream(protocol.Protocol):
         if not self.closing:
             self.closing = True
             self.write(self.close_xml())
+            self.close_written = True
         self.parser = None
         if self.transport is not None:
             self.transport.loseConnection()

@@ -46,6 +46,8 @@ class Presence(Plugin):
         self.host.on(H.STANZA_OUTBOUND, self.outbound, priority=50)
         self.host.on(H.SESSION_CLOSED, self.session_closed)
         self.host.on(H.STREAM_FEATURES, self.features_)
+        self.host.on(H.ACCOUNT_DELETED, self.account_deleted)
+        self._deleted: set[str] = set()  # accounts deleted while sessions were winding down
 
     def features_(self, ev: H.FeaturesEvent) -> None:
         if ev.stage == "post-auth":
@@ -154,8 +156,15 @@ class Presence(Plugin):
                 return
         await self.host.send(stanza)
 
+    def account_deleted(self, ev: H.AccountEvent) -> None:
+        self._deleted.add(ev.jid.bare_str)
+        if len(self._deleted) > 10000:
+            self._deleted.clear()
+
     async def _remember_last(self, user: JID, stanza: Element) -> None:
         """The last unavailable presence, stamped (answers probes; XEP-0012 last activity)."""
+        if user.bare_str in self._deleted:
+            return  # the account is gone; its sessions' ending must not recreate data
         last = _addressed(stanza, user.bare_str, None)
         now = datetime.datetime.fromtimestamp(self.host.clock.seconds(), datetime.UTC)
         last.children = [c for c in last.children if not (

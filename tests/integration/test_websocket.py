@@ -194,3 +194,17 @@ def test_host_meta_discovery(srv: ServerProcess) -> None:
     with urllib.request.urlopen(base + "host-meta.json", context=ctx(srv)) as r:
         data = json.loads(r.read())
     assert data["links"][0]["href"] == link.get("href")
+
+
+def test_large_bodies_are_refused_before_they_are_read(srv: ServerProcess) -> None:
+    """Only resources that stream bodies take large ones; elsewhere 413 comes at once."""
+    import socket
+
+    for path in ("/", "/xmpp-websocket", "/.well-known/host-meta"):
+        raw = socket.create_connection(("127.0.0.1", srv.https_port), timeout=10)
+        tls = ctx(srv).wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\n"
+                    f"Content-Length: {50 * 1024 * 1024}\r\n\r\n".encode())
+        answer = tls.recv(4096).decode()  # no body was sent, yet the answer is here
+        assert answer.startswith("HTTP/1.1 413"), answer
+        tls.close()

@@ -1,0 +1,120 @@
+"""The bundled Converse.js client at /chat/, driven in headless Chromium (Playwright).
+
+Two users log in through the browser (XMPP over WebSocket), one sends a message and an
+image (XEP-0363 upload, when the upload plugin is loaded), the other sees both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugins.webclient import DEFAULT_DIST
+from tests.conftest import start_server
+from tests.support.ca import CertAuthority
+from tests.support.client import connect, run
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.integration
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def _requirements() -> None:
+    missing = []
+    if not os.path.exists(CHROMIUM):
+        missing.append("chromium (apt-get install chromium)")
+    if not (DEFAULT_DIST / "converse.min.js").exists():
+        missing.append("the web client (npm ci --prefix web)")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip install -e '.[test]')")
+    if missing:
+        msg = "browser test needs " + ", ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def srv(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    _requirements()
+    yield from start_server(tmp_path_factory.mktemp("webclient"), "sqlite", ca)
+
+
+def png(path: Path) -> Path:
+    """A tiny valid PNG (a 2x2 red square) written without extra dependencies."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0,
+                                                                      0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+async def browser_login(browser: Any, url: str, user: str, password: str) -> Any:
+    ctx = await browser.new_context(ignore_https_errors=True)
+    page = await ctx.new_page()
+    await page.goto(url)
+    await page.fill("#converse-login-jid", user)
+    await page.fill("#converse-login-password", password)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("converse-roster", state="attached", timeout=20000)
+    return page
+
+
+def test_two_browsers_chat_with_text_and_image(srv: ServerProcess, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    a, apw = srv.new_user("alice")
+    b, bpw = srv.new_user("bob")
+    url = f"https://127.0.0.1:{srv.https_port}/chat/"
+
+    async def body() -> None:
+        # make them contacts first, as users would have done earlier
+        ca = await connect(srv, a + "/setup")
+        cb = await connect(srv, b + "/setup")
+        await ca.get_roster()
+        await cb.get_roster()
+        ca.send_presence(pto=b, ptype="subscribe")
+        await cb.next_presence(where=lambda p: p["type"] == "subscribe")
+        cb.send_presence(pto=a, ptype="subscribed")
+        cb.send_presence(pto=a, ptype="subscribe")
+        await ca.next_presence(where=lambda p: p["type"] == "subscribe")
+        ca.send_presence(pto=b, ptype="subscribed")
+        await ca.close()
+        await cb.close()
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            alice = await browser_login(browser, url, a.split("@")[0], apw)
+            bob = await browser_login(browser, url, b.split("@")[0], bpw)
+            await alice.click(f"text={b}")
+            box = alice.locator("textarea.chat-textarea").first
+            await box.fill("Hello Bob, from a browser")
+            await box.press("Enter")
+            await bob.click(f"text={a}")
+            await bob.wait_for_selector("text=Hello Bob, from a browser", timeout=20000)
+            uploads = await alice.locator("input.fileupload").count()
+            if uploads:
+                await alice.set_input_files("input.fileupload", str(png(tmp_path / "red.png")))
+                img = bob.locator("converse-chat-message img, .chat-msg img").last
+                await img.wait_for(state="attached", timeout=30000)
+                src = await img.get_attribute("src")
+                assert src and "red.png" in src
+            else:
+                pytest.fail("the chat toolbar offers no file upload (XEP-0363) to send images")
+            await browser.close()
+
+    run(body(), timeout=180)
