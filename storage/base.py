@@ -17,6 +17,7 @@ from storage.kv import KVStore
 from storage.offline import OfflineStore
 from storage.private import PrivateStore
 from storage.pubsub import PubsubStore
+from storage.rooms import RoomStore
 from storage.roster import RosterStore
 from storage.sql import Database
 from storage.uploads import UploadStore
@@ -44,6 +45,7 @@ class Storage:
         self.roster = RosterStore(db)
         self.offline = OfflineStore(db)
         self.archive = ArchiveStore(db)
+        self.rooms = RoomStore(db)
         self.directory = DirectoryStore(db)
         self.blocking = BlockingStore(db)
         self.invites = InviteStore(db)

@@ -26,7 +26,9 @@ class ConfigError(ValueError):
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "disco", "ping", "version", "time", "roster", "presence", "offline", "mam", "carbons",
     "smacks", "csi", "hints", "webclient", "vcard", "search", "register", "blocking",
-    "private", "last", "caps", "upload", "extdisco", "pep",
+    "private", "last", "caps", "muc",
+    "upload", "extdisco",
+    "pep",
 )
 
 
