@@ -162,7 +162,7 @@ class C2SSession(XmlStream):
     def _send_features(self) -> None:
         features = st.make("features", st.NS_STREAMS)
         host = self.server.hosts[self.host]
-        if not self.tls_active and self.can_starttls:
+        if not self.tls_active and self.can_starttls and not self.username:
             stage = "pre-tls"
             tls = st.add(features, "starttls", st.NS_TLS)
             if self.server.config.tls.require_c2s:
@@ -242,7 +242,9 @@ class C2SSession(XmlStream):
             else:
                 self.stream_error(StreamError("unsupported-stanza-type"))
             return None
-        if not self.tls_active and self.can_starttls:
+        if not self.tls_active and self.can_starttls and not self.username:
+            # Only before SASL: RFC 6120 §5.3.1 puts TLS negotiation first; once a plain stream
+            # is authenticated (TLS optional) the restarted stream goes on to binding.
             return self._pre_tls(el)
         if not self.username:
             return self._pre_auth(el)

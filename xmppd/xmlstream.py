@@ -249,6 +249,14 @@ class XmlStream(protocol.Protocol):
         host = getattr(addr, "host", None)
         port = getattr(addr, "port", None)
         self.peer = f"{host}:{port}" if host is not None else str(addr)
+        # Twisted already coalesces the writes of one reactor turn; Nagle would only hold back
+        # the tail of a multi-stanza reply (a MAM page) until the peer's delayed ACK.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass  # not a TCP socket (UNIX socket, test transport): nothing to tune
         self.reset_parser()
 
     def reset_parser(self) -> None:

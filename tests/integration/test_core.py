@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import start_server
 from tests.support.ca import CertAuthority
-from tests.support.client import connect, run
-from tests.support.raw import RawStream
+from tests.support.client import Client, connect, run
+from tests.support.raw import NS_SASL, NS_TLS, RawStream, q
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -233,6 +233,46 @@ def test_server_pings_idle_clients(tmp_path_factory: pytest.TempPathFactory,
             assert await raw.stream_error(timeout=10) == "connection-timeout"
             assert c.is_connected()
             await c.close()
+
+        run(body())
+    finally:
+        gen.close()
+
+
+def test_plain_tcp_login_when_tls_is_optional(tmp_path_factory: pytest.TempPathFactory,
+                                              ca: CertAuthority) -> None:
+    """With ``[tls] require_c2s = false`` a client may skip STARTTLS (RFC 6120 §5.3.1: the
+    offer is then not ``<required/>``); PLAIN is withheld on the clear stream (§13.9.4), and
+    after SASL the restarted stream offers binding, never STARTTLS again."""
+    gen = start_server(tmp_path_factory.mktemp("plain"), "sqlite", ca,
+                       config={"tls": {"require_c2s": False}})
+    srv = next(gen)
+    try:
+        alice, _ = srv.new_user("plain")
+        bob, _ = srv.new_user("plain")
+
+        async def body() -> None:
+            raw = await RawStream.open(srv.c2s_port)
+            features = await raw.open_stream()
+            tls = features.find(q(NS_TLS, "starttls"))
+            assert tls is not None and tls.find(q(NS_TLS, "required")) is None
+            mechs = {m.text for m in features.iter(q(NS_SASL, "mechanism"))}
+            assert "SCRAM-SHA-256" in mechs and "PLAIN" not in mechs
+            raw.close()
+
+            a = Client(alice, srv.passwords[alice], str(srv.ca.ca_file), mechanism="SCRAM-SHA-256")
+            a.enable_starttls = False
+            a.enable_plaintext = True
+            a.plugin["feature_mechanisms"].unencrypted_scram = True  # slixmpp refuses it by default
+            a.connect("127.0.0.1", srv.c2s_port)
+            await asyncio.wait_for(a.started, 15)
+            assert a.boundjid.resource
+            b = await connect(srv, bob)
+            a.send_message(mto=bob, mbody="in the clear")
+            msg = await b.next_message(where=lambda m: m["body"] == "in the clear")
+            assert msg["from"].bare == alice
+            await a.close()
+            await b.close()
 
         run(body())
     finally:
