@@ -13,7 +13,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bench.scenarios import chat, connect, muc, store, users
@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--server-pid", type=int, help="read this process's CPU time and VmRSS")
     g.add_argument("--server-cpu", type=int, default=0, help="core the server is pinned to")
     g.add_argument("--label", default="", help="copied into the JSON line")
-    g.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True,
+                   help="use uvloop when installed (default)")
 
     p = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
     sub = p.add_subparsers(dest="scenario", required=True)
@@ -129,13 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     head: dict[str, Any] = {"scenario": args.scenario}
     if args.label:
         head["label"] = args.label
-    try:
-        if args.uvloop:
+    runner: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run
+    head["loop"] = "asyncio"
+    if args.uvloop:
+        try:
             import uvloop
-
-            result = uvloop.run(_run(args))
+        except ImportError:  # the `bench` extra is not installed (e.g. the CI test env)
+            print("uvloop not installed: using the default asyncio loop", file=sys.stderr)
         else:
-            result = asyncio.run(_run(args))
+            runner, head["loop"] = uvloop.run, "uvloop"
+    try:
+        result = runner(_run(args))
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         result = {"complete": False, "failure": f"{type(exc).__name__}: {exc}"}

@@ -49,6 +49,27 @@ class ServerError(RuntimeError):
     pass
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int) -> int:
+    """``preferred`` if nobody listens there, else the next free one below 32768 (above it
+    the kernel hands out ports for outgoing connections). Checked before every start: another
+    process on our port would otherwise answer the generator in our server's place."""
+    candidates: list[int] = [preferred, *range(preferred + 100, 32768, 97)]
+    for port in candidates:
+        if port_free(port):
+            return port
+    raise ServerError(f"no free port below 32768 near {preferred}")
+
+
 def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,6 +136,10 @@ class Server:
         return self.proc.pid
 
     def start(self, opts: Options) -> int:
+        port = free_port(self.port)
+        if port != self.port:
+            print(f"{self.name}: port {self.port} is taken, using {port}", file=sys.stderr)
+            self.port = port
         cmd, env = self.command(opts)
         out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -156,6 +181,10 @@ class Server:
     def storage_url(self) -> str:
         return ""
 
+    def archive_db(self) -> Path | None:
+        """The SQLite file bench.mam_fill can grow (None: no filler for this server)."""
+        return None
+
 
 class Xmppd(Server):
     name = "xmppd"
@@ -169,6 +198,34 @@ class Xmppd(Server):
 
     def storage_url(self) -> str:
         return f"sqlite:///{self.dir / 'data' / 'xmppd.sqlite'}"
+
+    def plugins(self, opts: Options) -> list[str]:
+        """The peers' module set: roster and presence, offline storage, MUC, MAM on demand
+        (not carbons, stream management or CSI, which the peers' configs do not load either).
+        MUC is left out while the plugin is not in the tree."""
+        names = ["disco", "ping", "roster", "presence", "offline"]
+        if (ROOT / "plugins" / "muc" / "__init__.py").exists():
+            names.append("muc")
+        if opts.mam:
+            names.append("mam")
+        return names
+
+    @staticmethod
+    def muc_options() -> str:
+        # As configured for the peers: rooms usable at once, no rate limit, no room archive.
+        return """
+[plugins.muc]
+room_creation = "anyone"
+lock_rooms = false
+max_occupants = 10000
+default_max_users = 10000
+default_archiving = false
+message_rate = 1000000.0
+message_burst = 1000000
+"""
+
+    def archive_db(self) -> Path | None:
+        return self.dir / "data" / "xmppd.sqlite"
 
     def command(self, opts: Options) -> tuple[list[str], dict[str, str]]:
         s = self.setup
@@ -195,11 +252,14 @@ level = "warn"
 file = "{self.log}"
 
 [plugins]
-enabled = ["disco", "ping", "version", "time"]
+enabled = {json.dumps(self.plugins(opts))}
 
 [plugins.ping]
 interval = 86400.0
-"""
+
+[plugins.offline]
+quota = 10000000
+{self.muc_options() if "muc" in self.plugins(opts) else ""}"""
         path = self.dir / "xmppd.toml"
         path.write_text(cfg)
         return ([PYTHON, "-m", "xmppd", "run", "-c", str(path),
@@ -219,6 +279,9 @@ class Prosody(Server):
         r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "prosody"],
                            capture_output=True, text=True)
         return r.stdout.strip() or "?"
+
+    def archive_db(self) -> Path | None:
+        return self.dir / "data" / "prosody.sqlite"
 
     def command(self, opts: Options) -> tuple[list[str], dict[str, str]]:
         s, d = self.setup, self.dir
@@ -283,6 +346,9 @@ class Ejabberd(Server):
                            capture_output=True, text=True)
         return r.stdout.strip() or "?"
 
+    def archive_db(self) -> Path | None:
+        return self.dir / "ejabberd.db"
+
     def command(self, opts: Options) -> tuple[list[str], dict[str, str]]:
         s, d = self.setup, self.dir
         (d / "spool").mkdir(exist_ok=True)
@@ -303,6 +369,7 @@ listen:
     max_stanza_size: 262144
     shaper: none
     access: c2s
+    backlog: 1024
 auth_method: internal
 auth_password_format: scram
 auth_scram_hash: sha

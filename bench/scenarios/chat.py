@@ -85,7 +85,9 @@ async def pairs(args: argparse.Namespace, cfg: ClientConfig) -> dict[str, Any]:
     state["measuring"] = False
     measured = m.stop()
     state["sending"] = False
-    total = lambda: sum(t.received for t in trackers)  # noqa: E731
+    def total() -> int:
+        return sum(t.received for t in trackers)
+
     await wait_until(lambda: total() >= sum(sent), args.drain_timeout, idle=5.0, progress=total)
     gone = dropped(conns)
     close_all(conns)

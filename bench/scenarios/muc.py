@@ -63,7 +63,7 @@ async def join(conn: Connection, room: str, nick: str, joined: asyncio.Future[se
 
 
 async def muc(args: argparse.Namespace, cfg: ClientConfig) -> dict[str, Any]:
-    n = args.occupants
+    n: int = args.occupants
     conns, _ = await open_sessions(cfg, user_names(args, n), args.concurrency)
     run = run_id()
     service = args.muc_service or f"conference.{cfg.domain}"
@@ -155,8 +155,12 @@ async def muc(args: argparse.Namespace, cfg: ClientConfig) -> dict[str, Any]:
     state["measuring"] = False
     measured = m.stop()
     state["sending"] = False
-    expected = lambda: sum(sent) * n  # noqa: E731
-    received = lambda: sum(t.received for row in trackers for t in row)  # noqa: E731
+    def expected() -> int:
+        return sum(sent) * n
+
+    def received() -> int:
+        return sum(t.received for row in trackers for t in row)
+
     await wait_until(lambda: received() >= expected(), args.drain_timeout, idle=5.0,
                      progress=received)
     gone = dropped(conns)
