@@ -74,7 +74,9 @@ def check_limits(service: MucService, room: Room, occ: Occupant, stanza: Element
     """§20.5: message size and rate per occupant; one occupant's flood is refused with
     resource-constraint (type wait) and does not slow anyone else down."""
     by = room.jid.bare_str
-    if len(st.serialize(stanza)) > service.options.max_message_size:
+    text = st.serialize(stanza)
+    size = len(text) if text.isascii() else len(text.encode())  # the limit is in bytes
+    if size > service.options.max_message_size:
         raise StanzaError("policy-violation", by=by, text="message too large")
     if not room.bucket(occ.bare).take(service.now()):
         raise StanzaError("resource-constraint", by=by, text="too many messages, slow down")

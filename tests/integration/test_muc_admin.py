@@ -55,7 +55,7 @@ def test_kick_and_voice(server: ServerProcess) -> None:
         await admin_set(owner, room, "<item nick='Cee' role='participant'><reason>ok</reason>"
                                      "</item>")
         p = await next_from(c, f"{room}/Cee", where=lambda p: p["muc"]["role"] == "participant")
-        assert 110 in codes(p) and p.xml.findtext(f".//{{{USER}}}reason") == "ok"
+        assert codes(p) == [110] and p.xml.findtext(f".//{{{USER}}}reason") == "ok"
         await admin_set(owner, room, "<item nick='Cee' role='visitor'/>")
         await next_from(d, f"{room}/Cee", where=lambda p: p["muc"]["role"] == "visitor")
         # non-moderators may not; nobody silences the owner (§8.4)
@@ -259,7 +259,8 @@ def test_destroy_with_alternate_venue(server: ServerProcess) -> None:
         for cl, nick in ((owner, "Owner"), (b, "Bee")):
             p = await next_from(cl, f"{room}/{nick}", where=lambda p: p["type"] == "unavailable")
             d = p.xml.find(f"{{{USER}}}x/{{{USER}}}destroy")
-            assert d is not None, ET.tostring(p.xml) and d.get("jid") == venue
+            assert d is not None, ET.tostring(p.xml)
+            assert d.get("jid") == venue
             assert d.findtext(f"{{{USER}}}reason") == "Macbeth doth come."
             assert item(p) == {"affiliation": "none", "role": "none"}
         # the room is gone: entering creates a new one
