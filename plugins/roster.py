@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from twisted.words.xish.domish import Element
 
@@ -20,6 +21,9 @@ from xmppd.errors import StanzaError
 from xmppd.iq import IqRequest
 from xmppd.jid import JID, JIDError
 from xmppd.plugin import Plugin
+
+if TYPE_CHECKING:
+    from plugins.presence import Presence
 
 NS = "jabber:iq:roster"
 NS_VER = "urn:xmpp:features:rosterver"
@@ -197,7 +201,8 @@ class Roster(Plugin):
         return None
 
     async def remove_item(self, user: JID, contact: str) -> None:
-        """RFC 6121 §2.5.2: cancel both directions of the subscription, then delete."""
+        """RFC 6121 §2.5.2: cancel both directions of the subscription, then delete; a contact
+        that loses its subscription also gets unavailable from each of our resources (§3.2.2)."""
         roster = await self.load(user)
         item = roster.items.get(contact)
         if item is None:
@@ -210,6 +215,9 @@ class Roster(Plugin):
         if state.subscription in ("from", "both") or state.pending_in:
             await self.host.send(st.make("presence", attrs={
                 "type": "unsubscribed", "from": frm, "to": contact}))
+            presence = cast("Presence | None", self.host.plugin("presence"))
+            if state.subscription in ("from", "both") and presence is not None:
+                await presence.send_unavailable_from_all(user.bare, JID.parse(contact))
         await self.set_pending(user, contact, None)
         await self.delete(user, contact)
 

@@ -318,3 +318,33 @@ def test_roster_and_subscription_bad_input(server: ServerProcess) -> None:
         raw.close()
 
     run(body())
+
+
+def test_removing_a_mutual_contact_cancels_both_ways(server: ServerProcess) -> None:
+    """RFC 6121 §2.5.2: removing a 'both' item sends the contact unsubscribe and unsubscribed
+    and, as for an outbound unsubscribed (§3.2.2), unavailable presence from every available
+    resource of the user; both rosters end in the right state."""
+    (a, _), (b, _) = server.new_user("rm"), server.new_user("rm")
+
+    async def body() -> None:
+        ca = await connect(server, a + "/desk")
+        cb = await connect(server, b + "/desk")
+        await befriend(ca, cb)
+        await cb.next_presence(where=lambda p: p["from"] == ca.boundjid and p["type"] == "available")
+        while not cb.presences.empty():
+            cb.presences.get_nowait()
+        await ca.del_roster_item(b)
+        got: dict[str, str] = {}
+        while len(got) < 3:
+            try:
+                p = await cb.next_presence(where=lambda p: p["from"].bare == a)
+            except TimeoutError:
+                raise AssertionError(f"only {got}") from None
+            got[p["type"]] = str(p["from"])
+        assert got == {"unsubscribe": a, "unsubscribed": a, "unavailable": str(ca.boundjid)}
+        await pushed(cb, a, "none")
+        assert not ca.client_roster.has_jid(b) or ca.client_roster[b]["subscription"] == "remove"
+        await ca.close()
+        await cb.close()
+
+    run(body())
