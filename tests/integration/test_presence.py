@@ -330,7 +330,8 @@ def test_removing_a_mutual_contact_cancels_both_ways(server: ServerProcess) -> N
         ca = await connect(server, a + "/desk")
         cb = await connect(server, b + "/desk")
         await befriend(ca, cb)
-        await cb.next_presence(where=lambda p: p["from"] == ca.boundjid and p["type"] == "available")
+        await cb.next_presence(
+            where=lambda p: p["from"] == ca.boundjid and p["type"] == "available")
         while not cb.presences.empty():
             cb.presences.get_nowait()
         await ca.del_roster_item(b)
