@@ -71,7 +71,7 @@ async def browser_login(browser: Any, url: str, user: str, password: str) -> Any
     await page.fill("#converse-login-jid", user)
     await page.fill("#converse-login-password", password)
     await page.click("button[type=submit]")
-    await page.wait_for_selector("converse-roster", state="attached", timeout=20000)
+    await page.wait_for_selector("converse-roster", state="attached", timeout=60000)
     return page
 
 
@@ -102,15 +102,19 @@ def test_two_browsers_chat_with_text_and_image(srv: ServerProcess, tmp_path: Pat
             bob = await browser_login(browser, url, b.split("@")[0], bpw)
             await alice.click(f"text={b}")
             box = alice.locator("textarea.chat-textarea").first
+            await box.wait_for(state="visible", timeout=60000)
             await box.fill("Hello Bob, from a browser")
             await box.press("Enter")
+            # Sent once Alice's own copy shows (timeouts are generous: CI runs this next to
+            # the rest of the suite on two cores).
+            await alice.wait_for_selector("text=Hello Bob, from a browser", timeout=60000)
             await bob.click(f"text={a}")
-            await bob.wait_for_selector("text=Hello Bob, from a browser", timeout=20000)
+            await bob.wait_for_selector("text=Hello Bob, from a browser", timeout=60000)
             uploads = await alice.locator("input.fileupload").count()
             if uploads:
                 await alice.set_input_files("input.fileupload", str(png(tmp_path / "red.png")))
                 img = bob.locator("converse-chat-message img, .chat-msg img").last
-                await img.wait_for(state="attached", timeout=30000)
+                await img.wait_for(state="attached", timeout=60000)
                 src = await img.get_attribute("src")
                 assert src and "red.png" in src
             else:
