@@ -110,7 +110,8 @@ class Driver:
             from xmppd.tls import generate_self_signed
 
             generate_self_signed(DOMAIN, cert, key)
-        self.setup = Setup(self.workdir, DOMAIN, cert, key, cpu=args.server_cpu)
+        self.setup = Setup(self.workdir, DOMAIN, cert, key, cpu=args.server_cpu,
+                           xmppd_storage=args.xmppd_storage)
         self.servers: dict[str, Server] = {}
         self.skipped: dict[str, str] = {}
         for name in args.servers.split(","):
@@ -193,7 +194,7 @@ class Driver:
         if self.args.mam_total > self.args.mam_archive and db is not None:
             log(f"{name}: cloning archive rows up to {self.args.mam_total}")
             p = subprocess.run(
-                [sys.executable, "-m", "bench.mam_fill", "--kind", name, "--db", str(db),
+                [sys.executable, "-m", "bench.mam_fill", "--kind", name, "--db", db,
                  "--owner", f"u{MAM_OWNER}", "--total", str(self.args.mam_total)],
                 cwd=ROOT, capture_output=True, text=True, timeout=3600)
             fill = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
@@ -378,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="Markdown file (default bench/results/compare-<date>.md)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--gen-cpu", type=int, default=1)
+    p.add_argument("--xmppd-storage", default="",
+                   help="SQLAlchemy URL of an empty database for xmppd instead of its SQLite "
+                        "file (e.g. postgresql+psycopg2://postgres@127.0.0.1/xmppd_bench)")
     args = p.parse_args(argv)
     if not shutil.which("taskset"):
         raise SystemExit("taskset (util-linux) is required")

@@ -82,23 +82,62 @@ def fill_xmppd(db: sqlite3.Connection, owner: str, total: int) -> int:
     return have
 
 
+def fill_xmppd_url(url: str, owner: str, total: int) -> int:
+    """The same for xmppd on PostgreSQL or MySQL/MariaDB (by SQLAlchemy URL)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    mysql = engine.dialect.name in ("mysql", "mariadb")
+    new_id = ("CONCAT('c', :copy, '-', id)" if mysql
+              else "'c' || CAST(:copy AS TEXT) || '-' || CAST(id AS TEXT)")
+    count = text("SELECT COUNT(*) FROM archive WHERE username = :owner")
+    with engine.connect() as conn:
+        have = int(conn.execute(count, {"owner": owner}).scalar_one())
+        copy = 0
+        while 0 < have < total:
+            copy += 1
+            n = min(have, total - have)
+            conn.execute(text(
+                "INSERT INTO archive (host, username, stanza_id, with_jid, created, stanza) "
+                f"SELECT host, username, {new_id}, with_jid, created, stanza "
+                "FROM archive WHERE username = :owner ORDER BY id LIMIT :n"),
+                {"copy": copy, "owner": owner, "n": n})
+            conn.commit()
+            have = int(conn.execute(count, {"owner": owner}).scalar_one())
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE archive"))
+            conn.commit()
+    engine.dispose()
+    return have
+
+
 FILLERS = {"prosody": fill_prosody, "ejabberd": fill_ejabberd, "xmppd": fill_xmppd}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.mam_fill", description=__doc__)
     p.add_argument("--kind", choices=sorted(FILLERS), required=True)
-    p.add_argument("--db", required=True, help="the server's SQLite file (server stopped)")
+    p.add_argument("--db", required=True, help="the server's SQLite file (server stopped), "
+                   "or for xmppd a SQLAlchemy URL")
     p.add_argument("--owner", required=True, help="archive owner's localpart")
     p.add_argument("--total", type=int, required=True)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    if "://" in args.db:
+        if args.kind != "xmppd":
+            p.error("a database URL is only supported for --kind xmppd")
+        have = fill_xmppd_url(args.db, args.owner, args.total)
+        return _report(args, have, t0)
     db = sqlite3.connect(args.db)
     try:
         db.execute("PRAGMA synchronous=OFF")
         have = FILLERS[args.kind](db, args.owner, args.total)
     finally:
         db.close()
+    return _report(args, have, t0)
+
+
+def _report(args: argparse.Namespace, have: int, t0: float) -> int:
     ok = have >= args.total
     print(json.dumps({"kind": args.kind, "owner": args.owner, "archive": have,
                       "seconds": round(time.perf_counter() - t0, 1), "complete": ok}))

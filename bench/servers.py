@@ -35,6 +35,7 @@ class Setup:
     cert: Path
     key: Path
     cpu: int = 0
+    xmppd_storage: str = ""  # a SQLAlchemy URL instead of xmppd's SQLite file
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,9 @@ class Server:
     def storage_url(self) -> str:
         return ""
 
-    def archive_db(self) -> Path | None:
-        """The SQLite file bench.mam_fill can grow (None: no filler for this server)."""
+    def archive_db(self) -> str | None:
+        """What bench.mam_fill grows: the SQLite file, or for xmppd also a SQLAlchemy URL
+        (None: no filler for this server)."""
         return None
 
 
@@ -197,7 +199,7 @@ class Xmppd(Server):
         return f"git {r.stdout.strip() or '?'}"
 
     def storage_url(self) -> str:
-        return f"sqlite:///{self.dir / 'data' / 'xmppd.sqlite'}"
+        return self.setup.xmppd_storage or f"sqlite:///{self.dir / 'data' / 'xmppd.sqlite'}"
 
     def plugins(self, opts: Options) -> list[str]:
         """The peers' module set: roster and presence, offline storage, MUC, MAM on demand
@@ -224,8 +226,8 @@ message_rate = 1000000.0
 message_burst = 1000000
 """
 
-    def archive_db(self) -> Path | None:
-        return self.dir / "data" / "xmppd.sqlite"
+    def archive_db(self) -> str | None:
+        return self.storage_url()
 
     def command(self, opts: Options) -> tuple[list[str], dict[str, str]]:
         s = self.setup
@@ -280,8 +282,8 @@ class Prosody(Server):
                            capture_output=True, text=True)
         return r.stdout.strip() or "?"
 
-    def archive_db(self) -> Path | None:
-        return self.dir / "data" / "prosody.sqlite"
+    def archive_db(self) -> str | None:
+        return str(self.dir / "data" / "prosody.sqlite")
 
     def command(self, opts: Options) -> tuple[list[str], dict[str, str]]:
         s, d = self.setup, self.dir
@@ -346,8 +348,8 @@ class Ejabberd(Server):
                            capture_output=True, text=True)
         return r.stdout.strip() or "?"
 
-    def archive_db(self) -> Path | None:
-        return self.dir / "ejabberd.db"
+    def archive_db(self) -> str | None:
+        return str(self.dir / "ejabberd.db")
 
     def command(self, opts: Options) -> tuple[list[str], dict[str, str]]:
         s, d = self.setup, self.dir
