@@ -118,6 +118,29 @@ def test_temporary_room_vanishes_when_empty(server: ServerProcess) -> None:
     run(body())
 
 
+def test_cancelling_the_initial_configuration_destroys_the_room(server: ServerProcess) -> None:
+    """XEP-0045 §10.1.3: a locked room whose owner cancels the first form is destroyed (the
+    owner gets unavailable); a later cancel of a reconfiguration changes nothing (§10.2)."""
+    room, kept = new_room("cancel"), new_room("keep")
+    cancel = "<query xmlns='http://jabber.org/protocol/muc#owner'>" \
+             "<x xmlns='jabber:x:data' type='cancel'/></query>"
+
+    async def body() -> None:
+        owner, other = await users(server, 2, "cancel")
+        assert 201 in codes(await join(owner, room, "O"))  # locked until configured
+        await iq(owner, "set", room, cancel)
+        await next_from(owner, f"{room}/O", where=lambda p: p["type"] == "unavailable")
+        assert await iq_error(other, "get", room, f"<query xmlns='{INFO}'/>") == (
+            "cancel", "item-not-found")
+        await create(owner, kept, "O", {"roomname": "Kept"})
+        await iq(owner, "set", kept, cancel)
+        info = await iq(other, "get", kept, f"<query xmlns='{INFO}'/>")
+        assert info.find(f"{{{INFO}}}query/{{{INFO}}}identity").get("name") == "Kept"  # type: ignore[union-attr]
+        await close(owner, other)
+
+    run(body())
+
+
 def test_self_ping_and_occupant_iqs(server: ServerProcess) -> None:
     """XEP-0410 §3.3: answered by the room for the occupant itself, not-acceptable for
     anyone else; other IQs to an occupant JID reach that occupant (§17.3.3)."""
