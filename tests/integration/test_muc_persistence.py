@@ -18,6 +18,7 @@ from tests.integration.test_muc_support import (
     create,
     error_condition,
     iq,
+    iq_error,
     join,
     new_room,
     next_message,
@@ -40,7 +41,7 @@ def srv(backend: str, ca: CertAuthority, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_persistent_room_survives_restart(srv: ServerProcess) -> None:
-    room, temp = new_room("keep"), new_room("temp")
+    room, temp, gone = new_room("keep"), new_room("temp"), new_room("gone")
     names = {p: srv.new_user(p)[0] for p in ("owner", "member", "banned", "guest")}
     state: dict[str, str] = {}
 
@@ -51,6 +52,9 @@ def test_persistent_room_survives_restart(srv: ServerProcess) -> None:
             "persistentroom": "1", "roomname": "Kept", "roomdesc": "Survives",
             "passwordprotectedroom": "1", "roomsecret": "pw", "muc#maxhistoryfetch": "3"})
         await create(owner, temp, "Owner")
+        await create(owner, gone, "Owner", {"persistentroom": "1"})
+        await iq(owner, "set", gone, "<query xmlns='http://jabber.org/protocol/muc#owner'>"
+                                     "<destroy/></query>")  # §10.9: destroyed for good
         await admin_set(owner, room, f"<item affiliation='member' jid='{names['member']}' "
                                      f"nick='Mem'/><item affiliation='outcast' "
                                      f"jid='{names['banned']}'/>")
@@ -100,7 +104,9 @@ def test_persistent_room_survives_restart(srv: ServerProcess) -> None:
         # the temporary room is gone, the persistent one is listed
         items = await iq(guest, "get", "conference.localhost", f"<query xmlns='{ITEMS}'/>")
         jids = {i.get("jid") for i in items.iter(f"{{{ITEMS}}}item")}
-        assert room in jids and temp not in jids
+        assert room in jids and temp not in jids and gone not in jids
+        assert await iq_error(guest, "get", gone, f"<query xmlns='{INFO}'/>") == (
+            "cancel", "item-not-found")
         # the owner is still the owner; its occupant id did not change either
         pres = await join(owner, room, "Owner")
         assert pres.xml.find(".//{http://jabber.org/protocol/muc#user}item").get(  # type: ignore[union-attr]
