@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.backends import database
 from tests.support.ca import CertAuthority
-from tests.support.client import Client, connect, run
+from tests.support.client import Client, connect, pushed, run
 from tests.support.raw import NS_TLS, C, RawStream, stanza_error
 from tests.support.server import ServerProcess
 
@@ -132,15 +132,6 @@ def auth_method(server: ServerProcess) -> set[str]:
         if "authenticated as" in line and "(" in line:
             out.add(line.rsplit("(", 1)[1].rstrip(")"))
     return out
-
-
-async def pushed(c: Client, jid: str, subscription: str, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not c.client_roster.has_jid(jid) or c.client_roster[jid]["subscription"] != (
-            subscription):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"no push of {jid} with subscription={subscription}")
-        await asyncio.sleep(0.05)
 
 
 def test_subscription_presence_and_messages_both_ways(pair: Pair) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from slixmpp.exceptions import IqError
 
-from tests.support.client import Client, connect, run
+from tests.support.client import Client, connect, pushed, run
 from tests.support.raw import RawStream, stanza_error
 from tests.support.server import ServerProcess
 
@@ -16,15 +16,6 @@ pytestmark = pytest.mark.integration
 
 def roster_items(c: Client) -> dict[str, dict[str, object]]:
     return {str(j): dict(c.client_roster[j]) for j in c.client_roster}
-
-
-async def pushed(c: Client, jid: str, subscription: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while c.client_roster.has_jid(jid) is False or \
-            c.client_roster[jid]["subscription"] != subscription:
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"no push of {jid} with subscription={subscription}")
-        await asyncio.sleep(0.05)
 
 
 async def befriend(a: Client, b: Client) -> None:

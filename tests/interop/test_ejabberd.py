@@ -41,10 +41,11 @@ from typing import Any
 import pytest
 
 from tests.integration.test_federation import free_port
-from tests.interop.test_prosody import FakeDNS, pushed
+from tests.interop.scenario import befriend_and_chat
 from tests.support.backends import database
 from tests.support.ca import CertAuthority
 from tests.support.client import Client, connect, run
+from tests.support.fakedns import FakeDNS
 from tests.support.server import ServerProcess
 from xmppd.tls import generate_self_signed
 
@@ -251,36 +252,7 @@ def test_ejabberd_federation_both_ways(setup: Setup) -> None:
     async def body() -> None:
         ca = await connect(s.xmppd, au + "/a", timeout=20)
         ce = await ejabberd_client(s, eu + "/e", "bob-secret", str(s.xmppd.ca.ca_file))
-        await ca.get_roster()
-        await ce.get_roster()
-        # xmppd -> ejabberd: subscription request, approval, presence
-        ca.send_presence(pto=eu, ptype="subscribe")
-        await ce.next_presence(timeout=30, where=lambda p: p["type"] == "subscribe"
-                               and p["from"].bare == au)
-        ce.send_presence(pto=au, ptype="subscribed")
-        await pushed(ca, eu, "to")
-        await ca.next_presence(timeout=20, where=lambda p: p["from"].bare == eu
-                               and p["type"] == "available")
-        # ejabberd -> xmppd: the reverse
-        ce.send_presence(pto=au, ptype="subscribe")
-        await ca.next_presence(timeout=20, where=lambda p: p["type"] == "subscribe"
-                               and p["from"].bare == eu)
-        ca.send_presence(pto=eu, ptype="subscribed")
-        await pushed(ca, eu, "both")
-        await pushed(ce, au, "both")
-        await ce.next_presence(timeout=20, where=lambda p: p["from"].bare == au
-                               and p["type"] == "available")
-        # messages both ways, in order
-        for i in range(20):
-            ca.send_message(mto=eu, mbody=f"a{i}", mtype="chat")
-            ce.send_message(mto=au, mbody=f"e{i}", mtype="chat")
-        got_e = [(await ce.next_message(timeout=20))["body"] for _ in range(20)]
-        got_a = [(await ca.next_message(timeout=20))["body"] for _ in range(20)]
-        assert got_e == [f"a{i}" for i in range(20)]
-        assert got_a == [f"e{i}" for i in range(20)]
-        ce.send_presence(pshow="dnd")
-        await ca.next_presence(timeout=20, where=lambda p: p["from"].bare == eu
-                               and p["show"] == "dnd")
+        await befriend_and_chat(ca, au, ce, eu)
         await ca.close()
         await ce.close()
 

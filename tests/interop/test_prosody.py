@@ -21,19 +21,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.names import dns
 
 from tests.integration.test_federation import free_port
+from tests.interop.scenario import befriend_and_chat
 from tests.support.backends import database
 from tests.support.ca import CertAuthority
 from tests.support.client import Client, connect, run
+from tests.support.fakedns import FakeDNS
 from tests.support.server import ServerProcess
 from xmppd.tls import generate_self_signed
 
@@ -54,58 +54,6 @@ def require_prosody() -> None:
         pytest.fail(f"{missing} is not installed but CI is set: .ci/run must install it")
     pytest.skip(f"PROSODY INTEROP NOT TESTED: {missing} is missing "
                 "(apt-get install prosody lua-unbound)")
-
-
-class FakeDNS:
-    """Answers SRV/A queries for the given names from a thread; NXDOMAIN for the rest."""
-
-    def __init__(self, srv: dict[str, tuple[str, int]], a: dict[str, str]) -> None:
-        self.srv, self.a = srv, a
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stop = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stop:
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                self.sock.sendto(self._answer(data), addr)
-            except Exception:  # a malformed query: no answer, like a real server might
-                continue
-
-    def _answer(self, data: bytes) -> bytes:
-        query = dns.Message()
-        query.fromStr(data)
-        reply = dns.Message(id=query.id, answer=1, opCode=query.opCode, recDes=query.recDes,
-                            recAv=1, auth=1)
-        reply.queries = query.queries
-        for q in query.queries:
-            name = q.name.name.decode().lower().rstrip(".")
-            if q.type == dns.SRV and name in self.srv:
-                target, port = self.srv[name]
-                reply.answers.append(dns.RRHeader(
-                    q.name.name, dns.SRV, ttl=5,
-                    payload=dns.Record_SRV(0, 0, port, target, ttl=5)))
-            elif q.type == dns.A and name in self.a:
-                reply.answers.append(dns.RRHeader(q.name.name, dns.A, ttl=5,
-                                                  payload=dns.Record_A(self.a[name], ttl=5)))
-            elif name not in self.a and not name.endswith(tuple(self.a)):
-                reply.rCode = dns.ENAME
-        return reply.toStr()
-
-    def close(self) -> None:
-        self.stop = True
-        self.thread.join(2)
-        self.sock.close()
 
 
 def lua(v: Any) -> str:
@@ -270,15 +218,6 @@ async def prosody_client(s: Setup, jid: str, password: str, ca_file: str) -> Cli
     return c
 
 
-async def pushed(c: Client, jid: str, subscription: str, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not c.client_roster.has_jid(jid) or c.client_roster[jid]["subscription"] != (
-            subscription):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"no push of {jid} with subscription={subscription}")
-        await asyncio.sleep(0.05)
-
-
 def test_prosody_federation_both_ways(setup: Setup) -> None:
     s = setup
     xu, _ = s.xmppd.new_user("xena", X)
@@ -288,36 +227,7 @@ def test_prosody_federation_both_ways(setup: Setup) -> None:
     async def body() -> None:
         cx = await connect(s.xmppd, xu + "/x", timeout=20)
         cp = await prosody_client(s, pu + "/p", "paul-secret", str(s.xmppd.ca.ca_file))
-        await cx.get_roster()
-        await cp.get_roster()
-        # xmppd -> Prosody: subscription request, approval, presence
-        cx.send_presence(pto=pu, ptype="subscribe")
-        await cp.next_presence(timeout=30, where=lambda p: p["type"] == "subscribe"
-                               and p["from"].bare == xu)
-        cp.send_presence(pto=xu, ptype="subscribed")
-        await pushed(cx, pu, "to")
-        await cx.next_presence(timeout=20, where=lambda p: p["from"].bare == pu
-                               and p["type"] == "available")
-        # Prosody -> xmppd: the reverse
-        cp.send_presence(pto=xu, ptype="subscribe")
-        await cx.next_presence(timeout=20, where=lambda p: p["type"] == "subscribe"
-                               and p["from"].bare == pu)
-        cx.send_presence(pto=pu, ptype="subscribed")
-        await pushed(cx, pu, "both")
-        await pushed(cp, xu, "both")
-        await cp.next_presence(timeout=20, where=lambda p: p["from"].bare == xu
-                               and p["type"] == "available")
-        # messages both ways, in order
-        for i in range(20):
-            cx.send_message(mto=pu, mbody=f"x{i}", mtype="chat")
-            cp.send_message(mto=xu, mbody=f"p{i}", mtype="chat")
-        got_p = [(await cp.next_message(timeout=20))["body"] for _ in range(20)]
-        got_x = [(await cx.next_message(timeout=20))["body"] for _ in range(20)]
-        assert got_p == [f"x{i}" for i in range(20)]
-        assert got_x == [f"p{i}" for i in range(20)]
-        cp.send_presence(pshow="dnd")
-        await cx.next_presence(timeout=20, where=lambda p: p["from"].bare == pu
-                               and p["show"] == "dnd")
+        await befriend_and_chat(cx, xu, cp, pu)
         await cx.close()
         await cp.close()
 

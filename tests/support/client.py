@@ -110,3 +110,14 @@ async def wait_for(pred: Callable[[], bool | Awaitable[bool]], timeout: float = 
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.05)
+
+
+async def pushed(c: Client, jid: str, subscription: str, timeout: float = 20.0) -> None:
+    """Wait until ``c``'s roster (kept current by roster pushes) shows ``jid`` with
+    ``subscription``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not c.client_roster.has_jid(jid) or c.client_roster[jid]["subscription"] != (
+            subscription):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"no push of {jid} with subscription={subscription}")
+        await asyncio.sleep(0.05)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from federation.check import check_dns, check_federation, lookup_srv
-from tests.interop.test_prosody import FakeDNS
 from tests.support.ca import CertAuthority
+from tests.support.fakedns import FakeDNS
 from xmppd.config import from_dict
 from xmppd.tls import generate_self_signed
 
