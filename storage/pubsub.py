@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from storage.schema import HOST, MYSQL, USER, USER_TABLES, BigText, metadata
 from storage.sql import Database
+from storage.upsert import upsert
 
 NODE = 255  # longest NodeID in characters
 ITEM = 255  # longest ItemID in characters
@@ -183,17 +184,8 @@ class PubsubStore:
             node_id, seq = int(row.id), int(row.seq)
             values = {"seq": seq, "published": int(time.time() * 1_000_000),
                       "publisher": publisher, "payload": payload}
-            key = (pubsub_items.c.node_id == node_id, pubsub_items.c.item_id == item_id)
-            # Look first (a plain read takes no lock), then UPDATE an existing row or INSERT:
-            # an UPDATE that matches nothing would leave an InnoDB gap lock that deadlocks
-            # with a concurrent INSERT into a neighbouring node's items. Publishers to this
-            # node are serialised by the node row locked above, so the look cannot go stale.
-            if conn.execute(select(pubsub_items.c.item_id).where(*key)).first() is not None:
-                conn.execute(update(pubsub_items).where(*key).values(**values))
-            else:
-                conn.execute(insert(pubsub_items).values(
-                    node_id=node_id, item_id=item_id, host=host, username=username,
-                    **values))
+            upsert(conn, pubsub_items, {"node_id": node_id, "item_id": item_id},
+                   {"host": host, "username": username, **values})
             return _trim(conn, node_id, max_items)
 
         return self.db.write(q)

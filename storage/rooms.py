@@ -10,9 +10,8 @@ room messages go to the ``archive`` table (host = service, username = room, XEP-
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -27,14 +26,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 from storage.schema import HOST, MYSQL, BigText, metadata
 from storage.sql import Database
+from storage.upsert import upsert
 
-T = TypeVar("T")
 ROOM = 255  # a room localpart; the MUC service refuses to create rooms with longer names
 AFFILIATIONS = ("owner", "admin", "member", "outcast")
 
@@ -100,35 +97,13 @@ def _apply_affiliations(conn: Connection, host: str, name: str,
         if a.affiliation not in AFFILIATIONS:
             conn.execute(delete(muc_affiliations).where(*where))
             continue
-        values = {"affiliation": a.affiliation, "nick": a.nick, "reason": a.reason}
-        if not conn.execute(update(muc_affiliations).where(*where).values(**values)).rowcount:
-            conn.execute(insert(muc_affiliations).values(host=host, room=name, jid=a.jid,
-                                                         **values))
-
-
-def _deadlock(failure: Failure) -> bool:
-    """A transaction the database aborted to break a deadlock (MySQL 1213, or 1205 lock
-    wait timeout; PostgreSQL 40P01/40001): running it again is the prescribed remedy."""
-    exc = failure.value
-    if not isinstance(exc, OperationalError):
-        return False
-    orig = exc.orig
-    code = getattr(orig, "args", (None,))[0] if orig is not None else None
-    return code in (1213, 1205) or getattr(orig, "pgcode", None) in ("40P01", "40001")
+        upsert(conn, muc_affiliations, {"host": host, "room": name, "jid": a.jid},
+               {"affiliation": a.affiliation, "nick": a.nick, "reason": a.reason})
 
 
 class RoomStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    def _write(self, fn: Callable[[Connection], T], attempts: int = 4) -> Deferred[T]:
-        """``db.write`` that reruns a transaction aborted by a deadlock: the upserts below
-        (update, insert when nothing was updated) take gap locks on MySQL, so two of them
-        on neighbouring keys can deadlock."""
-        d = self.db.write(fn)
-        if attempts > 1:
-            d.addErrback(lambda f: self._write(fn, attempts - 1) if _deadlock(f) else f)
-        return d
 
     def load(self, host: str) -> Deferred[list[StoredRoom]]:
         """Every stored room of a MUC service, with its affiliations."""
@@ -154,10 +129,7 @@ class RoomStore:
         """Insert or replace a room with all of its affiliations (one transaction)."""
 
         def q(conn: Connection) -> None:
-            where = (muc_rooms.c.host == host, muc_rooms.c.name == room.name)
-            values = _room_values(room)
-            if not conn.execute(update(muc_rooms).where(*where).values(**values)).rowcount:
-                conn.execute(insert(muc_rooms).values(host=host, name=room.name, **values))
+            upsert(conn, muc_rooms, {"host": host, "name": room.name}, _room_values(room))
             conn.execute(delete(muc_affiliations).where(
                 muc_affiliations.c.host == host, muc_affiliations.c.room == room.name))
             if room.affiliations:
@@ -166,7 +138,7 @@ class RoomStore:
                      "affiliation": a.affiliation, "nick": a.nick, "reason": a.reason}
                     for a in room.affiliations])
 
-        return self._write(q)
+        return self.db.write(q)
 
     def update(self, host: str, room: StoredRoom,
                changes: list[StoredAffiliation]) -> Deferred[bool]:
@@ -181,12 +153,12 @@ class RoomStore:
             _apply_affiliations(conn, host, room.name, changes)
             return True
 
-        return self._write(q)
+        return self.db.write(q)
 
     def set_affiliations(self, host: str, name: str,
                          changes: list[StoredAffiliation]) -> Deferred[None]:
         """Apply affiliation changes; an affiliation of "none" removes the user's row."""
-        return self._write(lambda conn: _apply_affiliations(conn, host, name, changes))
+        return self.db.write(lambda conn: _apply_affiliations(conn, host, name, changes))
 
     def set_subject(self, host: str, name: str, subject: str, nick: str,
                     stamp: int) -> Deferred[bool]:
@@ -195,7 +167,7 @@ class RoomStore:
                 muc_rooms.c.host == host, muc_rooms.c.name == name).values(
                 subject=subject, subject_nick=nick, subject_time=stamp)).rowcount)
 
-        return self._write(q)
+        return self.db.write(q)
 
     def delete(self, host: str, name: str) -> Deferred[bool]:
         """Remove a room and its affiliations; False if it was not stored."""
@@ -206,7 +178,7 @@ class RoomStore:
             return bool(conn.execute(delete(muc_rooms).where(
                 muc_rooms.c.host == host, muc_rooms.c.name == name)).rowcount)
 
-        return self._write(q)
+        return self.db.write(q)
 
     def forget_user(self, host: str, jid: str) -> Deferred[list[str]]:
         """Remove a (deleted) user's affiliations with every room; the rooms affected."""
@@ -218,4 +190,4 @@ class RoomStore:
             conn.execute(delete(muc_affiliations).where(*where))
             return names
 
-        return self._write(q)
+        return self.db.write(q)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy.exc import OperationalError
-from twisted.internet.defer import Deferred, fail, succeed
-
 from storage.base import Storage
-from storage.rooms import RoomStore, StoredAffiliation, StoredRoom
+from storage.rooms import StoredAffiliation, StoredRoom
 from storage.sql import Database
 from tests.storage.test_contract import CREDS, db, done
 
@@ -92,31 +88,3 @@ def test_forget_user_and_binary_collation(db: Database) -> None:
     rooms = {r.name: r for r in done(s.rooms.load(SVC))}
     assert [a.jid for a in rooms["a"].affiliations] == ["evil@else", "hag@localhost"]
     assert [a.jid for a in rooms["c"].affiliations] == ["Crone@localhost"]  # exact match only
-
-
-class FlakyDb:
-    """A database whose first writes are aborted as deadlock victims (MySQL 1213)."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.calls = 0
-
-    def write(self, fn: object) -> Deferred[str]:
-        self.calls += 1
-        if self.calls <= self.failures:
-            return fail(OperationalError("INSERT ...", {}, Exception(1213, "Deadlock found")))
-        return succeed("written")
-
-
-def test_deadlocked_transactions_are_run_again() -> None:
-    flaky = FlakyDb(2)
-    store = RoomStore(flaky)  # type: ignore[arg-type]
-    assert done(store.delete(SVC, "coven")) == "written" and flaky.calls == 3
-    hopeless = FlakyDb(10)
-    with pytest.raises(OperationalError):
-        done(RoomStore(hopeless).delete(SVC, "coven"))  # type: ignore[arg-type]
-    assert hopeless.calls == 4
-    other = FlakyDb(0)
-    other.write = lambda fn: fail(OperationalError("x", {}, Exception(1062, "duplicate")))  # type: ignore[method-assign]
-    with pytest.raises(OperationalError):
-        done(RoomStore(other).delete(SVC, "coven"))  # type: ignore[arg-type]
