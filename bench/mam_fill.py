@@ -23,87 +23,78 @@ import json
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 
 
-def _count(db: sqlite3.Connection, sql: str, owner: str) -> int:
-    row = db.execute(sql, (owner,)).fetchone()
-    return int(row[0]) if row else 0
+def _grow(total: int, count: Callable[[], int], copy_rows: Callable[[int, int], None]) -> int:
+    """Copy the owner's rows (copy number, how many) until there are ``total`` of them."""
+    have, copy = count(), 0
+    while 0 < have < total:
+        copy += 1
+        copy_rows(copy, min(have, total - have))
+        have = count()
+    return have
+
+
+def _counter(db: sqlite3.Connection, sql: str, owner: str) -> Callable[[], int]:
+    def count() -> int:
+        row = db.execute(sql, (owner,)).fetchone()
+        return int(row[0]) if row else 0
+
+    return count
 
 
 def fill_prosody(db: sqlite3.Connection, owner: str, total: int) -> int:
-    count_sql = ("SELECT COUNT(*) FROM prosodyarchive WHERE user = ? AND store = 'archive'")
-    have = _count(db, count_sql, owner)
-    copy = 0
-    while 0 < have < total:
-        copy += 1
-        n = min(have, total - have)
+    def copy_rows(copy: int, n: int) -> None:
         db.execute(
             'INSERT INTO prosodyarchive (host, user, store, key, "when", "with", type, value) '
             'SELECT host, user, store, key || ?, "when", "with", type, value '
             "FROM prosodyarchive WHERE user = ? AND store = 'archive' "
             "ORDER BY sort_id LIMIT ?", (f"-c{time.monotonic_ns()}", owner, n))
         db.commit()
-        have = _count(db, count_sql, owner)
-    return have
+
+    return _grow(total, _counter(db, "SELECT COUNT(*) FROM prosodyarchive WHERE user = ? "
+                                     "AND store = 'archive'", owner), copy_rows)
 
 
 def fill_ejabberd(db: sqlite3.Connection, owner: str, total: int) -> int:
-    count_sql = "SELECT COUNT(*) FROM archive WHERE username = ?"
-    have = _count(db, count_sql, owner)
-    while 0 < have < total:
+    def copy_rows(copy: int, n: int) -> None:
         lo, hi = db.execute("SELECT MIN(timestamp), MAX(timestamp) FROM archive "
                             "WHERE username = ?", (owner,)).fetchone()
         span = int(hi) - int(lo) + 1
-        n = min(have, total - have)
         db.execute(
             "INSERT INTO archive (username, timestamp, peer, bare_peer, xml, txt, kind, nick) "
             "SELECT username, timestamp - ?, peer, bare_peer, xml, txt, kind, nick "
             "FROM archive WHERE username = ? ORDER BY timestamp LIMIT ?", (span, owner, n))
         db.commit()
-        have = _count(db, count_sql, owner)
-    return have
+
+    return _grow(total, _counter(db, "SELECT COUNT(*) FROM archive WHERE username = ?", owner),
+                 copy_rows)
 
 
-def fill_xmppd(db: sqlite3.Connection, owner: str, total: int) -> int:
-    count_sql = "SELECT COUNT(*) FROM archive WHERE username = ?"
-    have = _count(db, count_sql, owner)
-    copy = 0
-    while 0 < have < total:
-        copy += 1
-        n = min(have, total - have)
-        # stanza_id is the MAM id, unique per owner and at most 40 characters: (copy number,
-        # source row) is unique and short.
-        db.execute(
-            "INSERT INTO archive (host, username, stanza_id, with_jid, created, stanza) "
-            "SELECT host, username, printf('c%d-%d', ?, id), with_jid, created, stanza "
-            "FROM archive WHERE username = ? ORDER BY id LIMIT ?", (copy, owner, n))
-        db.commit()
-        have = _count(db, count_sql, owner)
-    return have
-
-
-def fill_xmppd_url(url: str, owner: str, total: int) -> int:
-    """The same for xmppd on PostgreSQL or MySQL/MariaDB (by SQLAlchemy URL)."""
+def fill_xmppd(url: str, owner: str, total: int) -> int:
+    """xmppd on any of its databases, by SQLAlchemy URL. stanza_id is the MAM id, unique per
+    owner and at most 40 characters: (copy number, source row) is unique and short."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
     mysql = engine.dialect.name in ("mysql", "mariadb")
     new_id = ("CONCAT('c', :copy, '-', id)" if mysql
               else "'c' || CAST(:copy AS TEXT) || '-' || CAST(id AS TEXT)")
-    count = text("SELECT COUNT(*) FROM archive WHERE username = :owner")
     with engine.connect() as conn:
-        have = int(conn.execute(count, {"owner": owner}).scalar_one())
-        copy = 0
-        while 0 < have < total:
-            copy += 1
-            n = min(have, total - have)
+        def count() -> int:
+            return int(conn.execute(text("SELECT COUNT(*) FROM archive WHERE username = :o"),
+                                    {"o": owner}).scalar_one())
+
+        def copy_rows(copy: int, n: int) -> None:
             conn.execute(text(
                 "INSERT INTO archive (host, username, stanza_id, with_jid, created, stanza) "
                 f"SELECT host, username, {new_id}, with_jid, created, stanza "
                 "FROM archive WHERE username = :owner ORDER BY id LIMIT :n"),
                 {"copy": copy, "owner": owner, "n": n})
             conn.commit()
-            have = int(conn.execute(count, {"owner": owner}).scalar_one())
+
+        have = _grow(total, count, copy_rows)
         if engine.dialect.name == "postgresql":
             conn.execute(text("ANALYZE archive"))
             conn.commit()
@@ -111,23 +102,21 @@ def fill_xmppd_url(url: str, owner: str, total: int) -> int:
     return have
 
 
-FILLERS = {"prosody": fill_prosody, "ejabberd": fill_ejabberd, "xmppd": fill_xmppd}
+FILLERS = {"prosody": fill_prosody, "ejabberd": fill_ejabberd}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.mam_fill", description=__doc__)
-    p.add_argument("--kind", choices=sorted(FILLERS), required=True)
-    p.add_argument("--db", required=True, help="the server's SQLite file (server stopped), "
-                   "or for xmppd a SQLAlchemy URL")
+    p.add_argument("--kind", choices=sorted([*FILLERS, "xmppd"]), required=True)
+    p.add_argument("--db", required=True, help="the server's SQLite file (server stopped); "
+                   "for xmppd its storage URL (a plain path means SQLite)")
     p.add_argument("--owner", required=True, help="archive owner's localpart")
     p.add_argument("--total", type=int, required=True)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    if "://" in args.db:
-        if args.kind != "xmppd":
-            p.error("a database URL is only supported for --kind xmppd")
-        have = fill_xmppd_url(args.db, args.owner, args.total)
-        return _report(args, have, t0)
+    if args.kind == "xmppd":
+        url = args.db if "://" in args.db else f"sqlite:///{args.db}"
+        return _report(args, fill_xmppd(url, args.owner, args.total), t0)
     db = sqlite3.connect(args.db)
     try:
         db.execute("PRAGMA synchronous=OFF")
