@@ -91,6 +91,19 @@ async def request_slot(c: Client, filename: str, size: int | str,
     return Slot(put.get("url", ""), get.get("url", ""), headers)
 
 
+def new_slot(srv: ServerProcess, jid: str, filename: str, size: int | str,
+             content_type: str | None = None) -> Slot:
+    """Log in as ``jid``, ask for one slot, log out."""
+
+    async def body() -> Slot:
+        c = await connect(srv, jid + "/slot")
+        slot = await request_slot(c, filename, size, content_type)
+        await c.close()
+        return slot
+
+    return run(body())
+
+
 async def slot_error(c: Client, filename: str, size: int | str,
                      content_type: str | None = None) -> IqError:
     with pytest.raises(IqError) as exc:
@@ -191,13 +204,7 @@ def test_upload_and_download(srv: ServerProcess, filename: str, content_type: st
                              data: bytes, disposition: str) -> None:
     jid, _ = srv.new_user("rt")
 
-    async def body() -> Slot:
-        c = await connect(srv, jid + "/rt")
-        slot = await request_slot(c, filename, len(data), content_type)
-        await c.close()
-        return slot
-
-    slot = run(body())
+    slot = new_slot(srv, jid, filename, len(data), content_type)
     # §4: HTTPS, RFC 3986, non-ASCII percent-encoded, the name kept; PUT and GET same path
     for url in (slot.put, slot.get):
         assert url.startswith(f"https://localhost:{srv.https_port}/{SERVICE}/")
@@ -234,13 +241,7 @@ def test_conditional_and_range_requests(srv: ServerProcess) -> None:
     jid, _ = srv.new_user("rg")
     data = bytes(i % 251 for i in range(10000))
 
-    async def body() -> Slot:
-        c = await connect(srv, jid + "/rg")
-        slot = await request_slot(c, "ranges.bin", len(data), "application/octet-stream")
-        await c.close()
-        return slot
-
-    slot = run(body())
+    slot = new_slot(srv, jid, "ranges.bin", len(data), "application/octet-stream")
     assert put(srv, slot, data, "application/octet-stream").status == 201
     full = http_request(srv, "GET", slot.get)
     etag, modified = full.header("ETag") or "", full.header("Last-Modified") or ""
@@ -297,13 +298,7 @@ def test_conditional_and_range_requests(srv: ServerProcess) -> None:
 def test_cors_preflight_and_headers(srv: ServerProcess) -> None:
     jid, _ = srv.new_user("co")
 
-    async def body() -> Slot:
-        c = await connect(srv, jid + "/co")
-        slot = await request_slot(c, "web.txt", 3, "text/plain")
-        await c.close()
-        return slot
-
-    slot = run(body())
+    slot = new_slot(srv, jid, "web.txt", 3, "text/plain")
     pre = http_request(srv, "OPTIONS", slot.put, headers={
         "Origin": "https://webclient.example", "Access-Control-Request-Method": "PUT",
         "Access-Control-Request-Headers": "content-type,x-requested-with"})
@@ -330,13 +325,7 @@ def test_cors_preflight_and_headers(srv: ServerProcess) -> None:
 def test_put_needs_a_valid_signature(srv: ServerProcess) -> None:
     jid, _ = srv.new_user("sg")
 
-    async def body() -> Slot:
-        c = await connect(srv, jid + "/sg")
-        slot = await request_slot(c, "signed.txt", 4, "text/plain")
-        await c.close()
-        return slot
-
-    slot = run(body())
+    slot = new_slot(srv, jid, "signed.txt", 4, "text/plain")
     base, _, query = slot.put.partition("?")
     params = dict(p.split("=", 1) for p in query.split("&"))
     sig, exp = params["s"], params["e"]
@@ -358,13 +347,7 @@ def test_put_needs_a_valid_signature(srv: ServerProcess) -> None:
 def test_put_larger_than_the_slot_stores_nothing(srv: ServerProcess) -> None:
     jid, _ = srv.new_user("big")
 
-    async def body() -> Slot:
-        c = await connect(srv, jid + "/big")
-        slot = await request_slot(c, "small.bin", 1000)
-        await c.close()
-        return slot
-
-    slot = run(body())
+    slot = new_slot(srv, jid, "small.bin", 1000)
     files = set(files_in(srv))
     r = put(srv, slot, b"x" * 200_000)  # big enough for twisted to buffer it on disk
     assert r.status == 413, r.body
@@ -378,13 +361,7 @@ def test_put_larger_than_the_slot_stores_nothing(srv: ServerProcess) -> None:
 def test_a_slot_takes_one_put(srv: ServerProcess) -> None:
     jid, _ = srv.new_user("once")
 
-    async def body() -> Slot:
-        c = await connect(srv, jid + "/once")
-        slot = await request_slot(c, "once.txt", 5, "text/plain")
-        await c.close()
-        return slot
-
-    slot = run(body())
+    slot = new_slot(srv, jid, "once.txt", 5, "text/plain")
     assert put(srv, slot, b"first", "text/plain").status == 201
     r = put(srv, slot, b"other", "text/plain")
     assert r.status == 409
@@ -493,13 +470,7 @@ def test_clients_that_disconnect_midway(srv: ServerProcess) -> None:
     size = 3 * 1024 * 1024
     data = bytes(i % 253 for i in range(size))
 
-    async def body() -> Slot:
-        c = await connect(srv, jid + "/cut")
-        slot = await request_slot(c, "cut.bin", size, "application/octet-stream")
-        await c.close()
-        return slot
-
-    slot = run(body())
+    slot = new_slot(srv, jid, "cut.bin", size, "application/octet-stream")
     before = set(files_in(srv))
     url = urlsplit(slot.put)
     raw = tls(srv).wrap_socket(socket.create_connection(("127.0.0.1", srv.https_port)),
