@@ -28,6 +28,7 @@ from typing import Final
 from twisted.words.xish.domish import Element
 
 from xmppd import stanza as st
+from xmppd.jid import JIDError, prepare_domain
 
 NS_DB: Final = "jabber:server:dialback"
 NS_DB_FEATURE: Final = "urn:xmpp:features:dialback"
@@ -123,6 +124,26 @@ def error_condition(el: Element) -> str:
                 if c.name != "text":
                     return c.name
     return "undefined-condition"
+
+
+def addresses(el: Element) -> tuple[str, str] | None:
+    """The prepared ('from', 'to') domains of a dialback element, or None if unusable."""
+    try:
+        return (prepare_domain(el.getAttribute("from", "")),
+                prepare_domain(el.getAttribute("to", "")))
+    except JIDError:
+        return None
+
+
+def outcome(el: Element) -> str:
+    """The answer an element of type 'valid', 'invalid' or 'error' carries (§2.4): 'valid',
+    'invalid', or the error condition; anything else is 'undefined-condition'."""
+    type_ = el.getAttribute("type", "")
+    if type_ == "error":
+        return error_condition(el)
+    if type_ not in ("valid", "invalid"):
+        return "undefined-condition"
+    return type_
 
 
 def features_xml() -> str:

@@ -11,8 +11,6 @@ a domain not served here ``<host-unknown/>`` (§4.9.3.6).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import protocol
@@ -25,6 +23,7 @@ from federation.stream import S2SStream, to_client_namespace
 from xmppd import stanza as st
 from xmppd.errors import SASLFailure, StanzaError, StreamError
 from xmppd.jid import JID, JIDError, prepare_domain
+from xmppd.sasl import b64_response
 from xmppd.xmlstream import new_stream_id
 
 if TYPE_CHECKING:
@@ -220,13 +219,10 @@ class S2SInStream(S2SStream):
                 self.close_stream()  # XEP-0178 §3 step 7.2: failure, then close
 
     def _external(self, body: str) -> None:
-        if body == "=":
-            authzid = ""
-        else:
-            try:
-                authzid = base64.b64decode(body, validate=True).decode("utf-8").strip()
-            except (binascii.Error, ValueError):
-                raise SASLFailure("incorrect-encoding") from None
+        try:
+            authzid = b64_response(body).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise SASLFailure("incorrect-encoding") from None
         authzid = authzid or self.remote_from
         if not authzid:
             raise SASLFailure("invalid-authzid", "no identity asserted")
@@ -255,12 +251,10 @@ class S2SInStream(S2SStream):
 
     # -- dialback: Receiving Server (XEP-0220 §2.2.1) ----------------------------------------------
     def _db_addresses(self, el: Element) -> tuple[str, str] | None:
-        try:
-            return (prepare_domain(el.getAttribute("from", "")),
-                    prepare_domain(el.getAttribute("to", "")))
-        except JIDError:
+        addrs = db.addresses(el)
+        if addrs is None:
             self.stream_error(StreamError("improper-addressing", "dialback needs domains"))
-            return None
+        return addrs
 
     def _db_result(self, el: Element) -> None:
         if el.getAttribute("type") is not None:

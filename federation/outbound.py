@@ -26,7 +26,6 @@ from federation.resolve import Target, order_srv, parse_connect, resolve
 from federation.stream import S2SStream
 from xmppd import stanza as st
 from xmppd.errors import StreamError
-from xmppd.jid import JIDError, prepare_domain
 
 if TYPE_CHECKING:
     from federation.manager import S2SManager
@@ -264,15 +263,8 @@ class S2SOutStream(S2SStream):
             return defer.succeed("remote-server-timeout")
         return self._send_result(local)
 
-    def _addresses(self, el: Element) -> tuple[str, str] | None:
-        try:
-            return (prepare_domain(el.getAttribute("from", "")),
-                    prepare_domain(el.getAttribute("to", "")))
-        except JIDError:
-            return None
-
     def _result_answer(self, el: Element) -> None:
-        addrs = self._addresses(el)
+        addrs = db.addresses(el)
         d = self._results.get(addrs[1]) if addrs is not None and addrs[0] == self.remote else None
         if addrs is None or d is None:
             # XEP-0220 §4.1: never act on an answer to a request we did not make here.
@@ -280,11 +272,7 @@ class S2SOutStream(S2SStream):
             return
         local = addrs[1]
         del self._results[local]
-        outcome = el.getAttribute("type", "")
-        if outcome == "error":
-            outcome = db.error_condition(el)
-        elif outcome not in ("valid", "invalid"):
-            outcome = "undefined-condition"
+        outcome = db.outcome(el)
         if outcome == "valid":
             self._authorized(local, "dialback")
         d.callback(outcome)
@@ -321,18 +309,13 @@ class S2SOutStream(S2SStream):
         self.write(db.verify_xml(frm, to, id_, key=key))
 
     def _verify_answer(self, el: Element) -> None:
-        addrs = self._addresses(el)
+        addrs = db.addresses(el)
         key = (addrs[1], addrs[0], el.getAttribute("id", "")) if addrs else None
         d = self._verifies.pop(key, None) if key is not None else None
         if d is None:
             self.log.warn("unsolicited dialback verify from {peer} ignored", peer=self.peer)
             return
-        outcome = el.getAttribute("type", "")
-        if outcome == "error":
-            outcome = db.error_condition(el)
-        elif outcome not in ("valid", "invalid"):
-            outcome = "undefined-condition"
-        d.callback(outcome)
+        d.callback(db.outcome(el))
 
     # -- output -----------------------------------------------------------------------------------
     def send_stanza(self, el: Element) -> None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLContextFactory
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
 from xmppd.config import ServerConfig
-from xmppd.tls import CertPaths, CertStore, ContextFactory, make_context
+from xmppd.tls import CertPaths, CertStore, ContextFactory, HostContextFactory, make_context
 
 ALPN_SERVER = b"xmpp-server"
 
@@ -27,17 +27,6 @@ def _accept_any(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int
 
 def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes | Any:
     return ALPN_SERVER if ALPN_SERVER in offered else SSL.NO_OVERLAPPING_PROTOCOLS
-
-
-@implementer(IOpenSSLContextFactory)
-class FixedContext:
-    """STARTTLS on an inbound stream: the context of the domain named in the header."""
-
-    def __init__(self, ctx: SSL.Context) -> None:
-        self.ctx = ctx
-
-    def getContext(self) -> SSL.Context:  # noqa: N802 (Twisted API)
-        return self.ctx
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -93,8 +82,9 @@ class S2SContexts:
                 return host
         return next(iter(self.certs.paths))
 
-    def server_for(self, domain: str) -> FixedContext:
-        return FixedContext(self.server[self.cert_domain(domain)])
+    def server_for(self, domain: str) -> HostContextFactory:
+        """STARTTLS on an inbound stream: the context of the domain named in the header."""
+        return HostContextFactory(self.server[self.cert_domain(domain)])
 
     def client(self, local: str, remote: str, direct_tls: bool) -> ClientCreator:
         key = self.cert_domain(local)

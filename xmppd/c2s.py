@@ -8,44 +8,29 @@ reordered even when one waits on storage (RFC 6120 §10.1).
 from __future__ import annotations
 
 import base64
-import binascii
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from OpenSSL import SSL
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IOpenSSLContextFactory
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
-from zope.interface import implementer
 
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import SASLFailure, StanzaError, StreamError, error_reply
 from xmppd.jid import JID, JIDError, prepare_domain
-from xmppd.sasl import Mechanism, make_mechanism
-from xmppd.xmlstream import XmlStream, new_stream_id
+from xmppd.sasl import Mechanism, b64_response, make_mechanism
+from xmppd.tls import HostContextFactory
+from xmppd.xmlstream import OrderedXmlStream, new_stream_id
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer
 
 NS_LIMITS = "urn:xmpp:stream-limits:0"
-MAX_QUEUE = 256  # stanzas waiting behind a slow one before we stop reading the socket
 
 
-@implementer(IOpenSSLContextFactory)
-class HostContextFactory:
-    """STARTTLS context for the domain named in the stream header."""
-
-    def __init__(self, ctx: SSL.Context) -> None:
-        self.ctx = ctx
-
-    def getContext(self) -> SSL.Context:  # noqa: N802 (Twisted API)
-        return self.ctx
-
-
-class C2SSession(XmlStream):
+class C2SSession(OrderedXmlStream):
     kind = "c2s"
     can_starttls = True  # False for transports that cannot upgrade (RFC 7395 WebSocket)
 
@@ -65,12 +50,8 @@ class C2SSession(XmlStream):
         self.lang = ""
         self._sasl: Mechanism | None = None
         self._auth_failures = 0
-        self._queue: deque[Element] = deque()
-        self._busy = False
-        self._paused = False
         self._handshake_timer: IDelayedCall | None = None
         self.clean_close = False
-        self.last_active = server.clock.seconds()
         self.stanzas_in = 0  # stanzas handled since binding (XEP-0198 counts from this)
         self.superseded = False  # a resumed stream took this session over (XEP-0198)
 
@@ -83,10 +64,6 @@ class C2SSession(XmlStream):
         timeout = self.server.config.limits.handshake_timeout
         if timeout:
             self._handshake_timer = self.clock.callLater(timeout, self._handshake_expired)
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.last_active = self.clock.seconds()
-        super().dataReceived(data)
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
@@ -196,44 +173,8 @@ class C2SSession(XmlStream):
         for m in self._mechanisms():
             st.add(mechs, "mechanism", st.NS_SASL, m)
 
-    # -- element queue --------------------------------------------------------------------------
-    def element_received(self, el: Element) -> None:
-        if self._busy:
-            self._queue.append(el)
-            if len(self._queue) >= MAX_QUEUE and not self._paused and self.transport:
-                self._paused = True
-                self.transport.pauseProducing()
-            return
-        self._run(el)
-
-    def _run(self, el: Element) -> None:
-        while True:
-            d = self._handle(el)
-            if d is not None and not d.called:
-                self._busy = True
-                self.server.track(d)
-                d.addBoth(self._resume)
-                return
-            if not self._queue or self.closed:
-                break
-            el = self._queue.popleft()
-        if self._paused and self.transport:
-            self._paused = False
-            self.transport.resumeProducing()
-
-    def _resume(self, result: object) -> None:
-        if isinstance(result, Failure):
-            self.log.failure("error handling element from {peer}", result, peer=self.peer)
-        self._busy = False
-        if self._queue and not self.closed:
-            self._run(self._queue.popleft())
-        elif self._paused and self.transport:
-            self._paused = False
-            self.transport.resumeProducing()
-
-    def _handle(self, el: Element) -> Deferred[Any] | None:
-        if self.closing or self.closed:
-            return None
+    # -- elements (in order, see OrderedXmlStream) --------------------------------------------
+    def handle(self, el: Element) -> Deferred[Any] | None:
         if el.uri == st.NS_STREAMS:
             if el.name == "error":
                 self.log.info("stream error from {peer}: {xml}", peer=self.peer,
@@ -253,10 +194,6 @@ class C2SSession(XmlStream):
         if el.uri == st.NS_CLIENT and el.name in st.STANZA_NAMES:
             return self._stanza(el)
         return self._nonza(el)
-
-    def _coro(self, coro: Any) -> Deferred[Any] | None:
-        d: Deferred[Any] = Deferred.fromCoroutine(coro)
-        return None if d.called else d
 
     # -- STARTTLS (RFC 6120 §5) ---------------------------------------------------------------
     def _pre_tls(self, el: Element) -> Deferred[Any] | None:
@@ -282,13 +219,13 @@ class C2SSession(XmlStream):
     # -- SASL (RFC 6120 §6) ---------------------------------------------------------------------
     def _pre_auth(self, el: Element) -> Deferred[Any] | None:
         if el.uri == st.NS_SASL:
-            return self._coro(self._sasl_element(el))
+            return self.coro(self._sasl_element(el))
         if el.uri == st.NS_TLS and el.name == "starttls":
             self.write(f"<failure xmlns='{st.NS_TLS}'/>")
             self.close_stream()
             return None
         if el.uri == st.NS_CLIENT and el.name == "iq" and self._preauth_iq_allowed(el):
-            return self._coro(self._preauth_iq(el))
+            return self.coro(self._preauth_iq(el))
         self.stream_error(StreamError("not-authorized"))
         return None
 
@@ -300,11 +237,11 @@ class C2SSession(XmlStream):
                     raise SASLFailure("invalid-mechanism")
                 self._sasl = make_mechanism(name, self.server.accounts, self.host)
                 body = st.text(el).strip()
-                step = await self._sasl.start(None if body == "" else _b64(body))
+                step = await self._sasl.start(None if body == "" else b64_response(body))
             elif el.name == "response":
                 if self._sasl is None:
                     raise SASLFailure("malformed-request", "no authentication in progress")
-                step = await self._sasl.respond(_b64(st.text(el).strip()))
+                step = await self._sasl.respond(b64_response(st.text(el).strip()))
             elif el.name == "abort":
                 self._sasl = None
                 raise SASLFailure("aborted")
@@ -431,14 +368,14 @@ class C2SSession(XmlStream):
             return None
         if self.lang and (st.NS_XML, "lang") not in attrs:
             attrs[(st.NS_XML, "lang")] = self.lang  # RFC 6120 §4.7.4
-        return self._coro(self.server.router.route(el, self))
+        return self.coro(self.server.router.route(el, self))
 
     def _nonza(self, el: Element) -> Deferred[Any] | None:
         host = self.server.hosts[self.host]
         if not host.hooks.has(H.C2S_NONZA):
             self.stream_error(StreamError("unsupported-stanza-type"))
             return None
-        return self._coro(self._nonza_async(host, el))
+        return self.coro(self._nonza_async(host, el))
 
     async def _nonza_async(self, host: Any, el: Element) -> None:
         if not await host.hooks.fire(H.C2S_NONZA, H.NonzaEvent(self, el)):
@@ -466,15 +403,6 @@ class C2SSession(XmlStream):
 
     def send_raw(self, data: str) -> None:
         self.write(data)
-
-
-def _b64(data: str) -> bytes:
-    if data == "=":
-        return b""  # RFC 6120 §6.4.2: "=" is a present but empty response
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise SASLFailure("incorrect-encoding") from None
 
 
 class C2SFactory(protocol.Factory):

@@ -134,7 +134,7 @@ def may_reply_with_error(stanza: Element) -> bool:
     return not (t == "error" or (stanza.name == "iq" and t == "result"))
 
 
-def error_reply(stanza: Element, err: StanzaError, include_payload: bool = True) -> Element:
+def error_reply(stanza: Element, err: StanzaError) -> Element:
     """Build the error stanza for ``stanza`` (RFC 6120 §8.3.1: swap addresses, same id)."""
     reply = st.make(stanza.name, st.NS_CLIENT, {"type": "error"})
     attrs = stanza.attributes
@@ -144,7 +144,7 @@ def error_reply(stanza: Element, err: StanzaError, include_payload: bool = True)
         reply.attributes["to"] = attrs["from"]
     if "to" in attrs:
         reply.attributes["from"] = attrs["to"]
-    if include_payload and err.echo:
+    if err.echo:
         for c in stanza.children:
             if isinstance(c, Element) and not (c.name == "error" and c.uri == st.NS_CLIENT):
                 st.append(reply, st.copy(c))

@@ -8,6 +8,8 @@ proof like a wrong password would, which does not reveal whether the account exi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 from dataclasses import dataclass
@@ -21,6 +23,16 @@ from xmppd.jid import JIDError, prepare_local
 if TYPE_CHECKING:
     from storage.base import Credentials
     from xmppd.accounts import Accounts
+
+
+def b64_response(data: str) -> bytes:
+    """Decode a SASL initial response or response strictly (RFC 6120 §6.4.2)."""
+    if data == "=":
+        return b""  # RFC 6120 §6.4.2: "=" is a present but empty response
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise SASLFailure("incorrect-encoding") from None
 
 
 @dataclass(slots=True)

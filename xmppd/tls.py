@@ -171,6 +171,18 @@ def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes | Any:
 
 
 @implementer(IOpenSSLContextFactory)
+class HostContextFactory:
+    """STARTTLS with one fixed context: the domain named in the stream header (c2s and
+    inbound s2s)."""
+
+    def __init__(self, ctx: SSL.Context) -> None:
+        self.ctx = ctx
+
+    def getContext(self) -> SSL.Context:  # noqa: N802 (Twisted API)
+        return self.ctx
+
+
+@implementer(IOpenSSLContextFactory)
 class ContextFactory:
     """Twisted context factory (``getContext``) choosing the domain's context by SNI."""
 

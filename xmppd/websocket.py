@@ -133,9 +133,7 @@ class WebSocketC2S(C2SSession):
         """The client sent <close/>: answer with ours and end the WebSocket (§3.6)."""
         self.clean_close = True
         if not self.closing:
-            self.closing = True
-            self.write(self.close_xml())
-            self.close_written = True
+            self.write_close()
         if self.transport is not None:
             self.transport.loseConnection()
 

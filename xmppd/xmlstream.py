@@ -8,11 +8,13 @@ depth so that one peer cannot make the server buffer or recurse without bound (�
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from xml.parsers import expat
 
 from twisted.internet import protocol
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,6 +22,9 @@ from twisted.words.xish.domish import Element
 
 from xmppd import stanza as st
 from xmppd.errors import StreamError
+
+if TYPE_CHECKING:
+    from xmppd.server import XmppServer
 
 _SEP: Final = "\x1f"
 _STREAM_QNAME: Final = st.NS_STREAMS + _SEP + "stream"
@@ -366,21 +371,23 @@ class XmlStream(protocol.Protocol):
         if self.transport is not None:
             self.transport.loseConnection()
 
+    def write_close(self) -> None:
+        """Mark the stream closing and write our closing tag, the last thing it may carry."""
+        self.closing = True
+        self.write(self.close_xml())
+        self.close_written = True
+
     def close_stream(self) -> None:
         """Send ``</stream:stream>`` and wait briefly for the peer's (RFC 6120 §4.4)."""
         if self.closed or self.closing:
             return
-        self.closing = True
-        self.write(self.close_xml())
-        self.close_written = True
+        self.write_close()
         self._close_timer = self.clock.callLater(self.close_timeout, self.abort)
 
     def stream_ended(self) -> None:
         """The peer closed its stream: answer with ours if needed, then drop TCP."""
         if not self.closing:
-            self.closing = True
-            self.write(self.close_xml())
-            self.close_written = True
+            self.write_close()
         self.parser = None
         if self.transport is not None:
             self.transport.loseConnection()
@@ -388,3 +395,74 @@ class XmlStream(protocol.Protocol):
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.abortConnection()
+
+
+MAX_QUEUE: Final = 256  # elements waiting behind a slow one before we stop reading the socket
+
+
+class OrderedXmlStream(XmlStream):
+    """An XmlStream whose top-level elements are handled strictly in order (RFC 6120 §10.1):
+    while ``handle`` waits (on storage, a remote server ...) later elements queue up, and
+    past MAX_QUEUE the socket stops being read until the queue drains.
+
+    Subclasses set ``server`` and implement ``handle``.
+    """
+
+    server: XmppServer
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.last_active = self.clock.seconds()
+        self._queue: deque[Element] = deque()
+        self._busy = False
+        self._paused = False
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.last_active = self.clock.seconds()
+        super().dataReceived(data)
+
+    def element_received(self, el: Element) -> None:
+        if self._busy:
+            self._queue.append(el)
+            if len(self._queue) >= MAX_QUEUE and not self._paused and self.transport:
+                self._paused = True
+                self.transport.pauseProducing()
+            return
+        self._run(el)
+
+    def _run(self, el: Element) -> None:
+        while True:
+            d = self.handle(el) if not (self.closing or self.closed) else None
+            if d is not None and not d.called:
+                self._busy = True
+                self.server.track(d)
+                d.addBoth(self._resume)
+                return
+            if not self._queue or self.closed:
+                break
+            el = self._queue.popleft()
+        self._unpause()
+
+    def _resume(self, result: object) -> None:
+        if isinstance(result, Failure):
+            self.log.failure("error handling element from {peer}", result, peer=self.peer)
+        self._busy = False
+        if self._queue and not self.closed:
+            self._run(self._queue.popleft())
+        else:
+            self._unpause()
+
+    def _unpause(self) -> None:
+        if self._paused and self.transport:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def handle(self, el: Element) -> Deferred[Any] | None:
+        """Handle one element; a Deferred that has not fired yet holds back the next ones."""
+        raise NotImplementedError
+
+    @staticmethod
+    def coro(coro: Any) -> Deferred[Any] | None:
+        """Run a coroutine; its Deferred, or None when it already finished synchronously."""
+        d: Deferred[Any] = Deferred.fromCoroutine(coro)
+        return None if d.called else d
