@@ -157,51 +157,53 @@ class UploadResource(Resource):
     # -- PUT (XEP-0363 §6) ----------------------------------------------------------------------
     async def upload(self, request: Request, body: IO[bytes]) -> None:
         try:
-            await self._upload(request, body)
+            code, text = await self._upload(request, body)
         finally:
             body.close()
             name = getattr(body, "name", None)
             if isinstance(name, str) and Path(name).parent == self.plugin.files.partials:
                 # refused: the streamed body goes away
                 await self.plugin.blocking(Path(name).unlink, True)
+        reply(request, code, text)  # only now: a refused body is gone when the client hears
 
-    async def _upload(self, request: Request, body: IO[bytes]) -> None:
+    async def _upload(self, request: Request, body: IO[bytes]) -> tuple[int, str]:
+        """Store the body if the slot allows it; the response's status and text."""
         p = self.plugin
         path = self._path(request)
         if path is None:
-            return reply(request, 400, "Malformed upload URL")
+            return 400, "Malformed upload URL"
         token, name = path
         try:
             slots.check_filename(name)
         except ValueError as exc:
-            return reply(request, 400, f"Bad file name: {exc}")
+            return 400, f"Bad file name: {exc}"
         expires_arg, signature = _arg(request, b"e"), _arg(request, b"s")
         if expires_arg is None or signature is None or not expires_arg.isdigit():
-            return reply(request, 403, "This URL is not signed for uploading")
+            return 403, "This URL is not signed for uploading"
         expires = int(expires_arg)
         rec = await p.host.storage.uploads.get(token)
         if rec is None or rec.host != p.host.domain or rec.filename != name or not (
                 slots.verify(p.key, signature, token, name, rec.size, rec.content_type,
                              expires)):
-            return reply(request, 403, "Invalid upload URL")
+            return 403, "Invalid upload URL"
         if expires < p.now():
-            return reply(request, 403, "This upload URL has expired")
+            return 403, "This upload URL has expired"
         if rec.state != "pending":
-            return reply(request, 409, "This slot has been used already")
+            return 409, "This slot has been used already"
         length = request.getHeader("content-length")
         if length is None:
-            return reply(request, 411, "Content-Length is required")
+            return 411, "Content-Length is required"
         if not (length.isascii() and length.isdigit()):
-            return reply(request, 400, "Bad Content-Length")
+            return 400, "Bad Content-Length"
         if int(length) > rec.size:
-            return reply(request, 413, f"The slot is for {rec.size} bytes")
+            return 413, f"The slot is for {rec.size} bytes"
         received = body.seek(0, os.SEEK_END)
         if int(length) != rec.size or received != rec.size:
-            return reply(request, 400, f"The slot is for exactly {rec.size} bytes")
+            return 400, f"The slot is for exactly {rec.size} bytes"
         given = request.getHeader("content-type")
         if rec.content_type:
             if given is None or not slots.same_media_type(given, rec.content_type):
-                return reply(request, 415, f"The slot is for {rec.content_type}")
+                return 415, f"The slot is for {rec.content_type}"
             content_type = rec.content_type
         else:  # §6: MAY assume application/octet-stream when no type was given
             try:
@@ -209,19 +211,19 @@ class UploadResource(Resource):
             except ValueError:
                 content_type = "application/octet-stream"
         if not await p.host.storage.uploads.claim(token):
-            return reply(request, 409, "This slot has been used already")
+            return 409, "This slot has been used already"
         try:
             await p.blocking(p.files.receive, rec.username, token, body, rec.size)
         except UploadMismatch as exc:
             await p.host.storage.uploads.release(token)
-            return reply(request, 400, f"Upload incomplete: {exc}")
+            return 400, f"Upload incomplete: {exc}"
         except BaseException:
             await p.host.storage.uploads.release(token)
             raise
         if not await p.host.storage.uploads.complete(token, p.now(), content_type):
             await p.blocking(p.files.remove, [(rec.username, token)])  # account deleted
-            return reply(request, 410, "The slot no longer exists")
-        reply(request, 201)
+            return 410, "The slot no longer exists"
+        return 201, ""
 
     # -- GET / HEAD -----------------------------------------------------------------------------
     async def download(self, request: Request) -> None:
