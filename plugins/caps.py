@@ -16,12 +16,13 @@ from typing import cast
 from twisted.words.xish.domish import Element
 
 from plugins.disco import NS_INFO, Disco
+from xmppd import forms
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.plugin import Plugin
 
 NS = "http://jabber.org/protocol/caps"
-NS_DATA = "jabber:x:data"
+NS_DATA = forms.NS
 
 
 @dataclass(frozen=True)

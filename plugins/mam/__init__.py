@@ -17,14 +17,14 @@ from twisted.words.xish.domish import Element
 
 from plugins.hints import has_body, hint, message_type
 from plugins.mam import query as mq
-from storage.archive import ArchiveRow, UnknownId
+from storage.archive import ArchiveRow
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.iq import IqRequest
 from xmppd.jid import JID, JIDError
 from xmppd.plugin import Plugin
-from xmppd.timeutil import format_datetime, now_micros
+from xmppd.timeutil import now_micros
 
 if TYPE_CHECKING:
     from plugins.roster import Roster
@@ -197,32 +197,21 @@ class Mam(Plugin):
         self._own(req)
         q, flip = mq.parse_query(req.payload, self.options.max_page)
         user = req.account
-        try:
-            page = await self.host.storage.archive.query(user.domain, user.local, q)
-        except UnknownId:
-            raise StanzaError("item-not-found", text="no such archive id") from None
-        queryid = req.payload.getAttribute("queryid")
-        to = str(req.from_)
-        messages = list(reversed(page.messages)) if flip else page.messages
-        for msg in messages:
-            out = mq.result_message(msg, to, user.bare_str, queryid)
+
+        async def deliver(out: Element) -> None:
             if req.origin is not None:
                 req.origin.send(out)
             else:
                 await self.host.send(out)
-        return mq.fin(page)
+
+        return await mq.answer(self.host.storage.archive, user.domain, user.local, q, flip,
+                               str(req.from_), user.bare_str,
+                               req.payload.getAttribute("queryid"), deliver)
 
     async def metadata(self, req: IqRequest) -> Element:
         self._own(req)
         user = req.account
-        first, last = await self.host.storage.archive.bounds(user.domain, user.local)
-        el = st.make("metadata", mq.NS)
-        if first is not None and last is not None:
-            st.add(el, "start", mq.NS, attrs={"id": first.stanza_id,
-                                              "timestamp": format_datetime(first.created)})
-            st.add(el, "end", mq.NS, attrs={"id": last.stanza_id,
-                                            "timestamp": format_datetime(last.created)})
-        return el
+        return await mq.metadata_element(self.host.storage.archive, user.domain, user.local)
 
     async def purge(self, req: IqRequest) -> None:
         """Delete every entry of the user's own archive."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from twisted.words.xish.domish import Element
 
-from storage.archive import ArchivedMessage, ArchivePage, ArchiveQuery
+from storage.archive import ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore, UnknownId
 from xmppd import forms
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
@@ -39,8 +41,26 @@ def query_form() -> Element:
     return q
 
 
-def parse_query(payload: Element, max_page: int) -> tuple[ArchiveQuery, bool]:
-    """(query, flip_page); raises the errors XEP-0313 prescribes."""
+def parse_rsm(rsm: Element) -> tuple[int | None, str | None]:
+    """XEP-0059 <max/> (None if absent) and <after/> text of an RSM <set/>; raises
+    bad-request for a <max/> that is not a non-negative number."""
+    requested = None
+    max_text = st.child_text(rsm, "max", NS_RSM)
+    if max_text is not None:
+        try:
+            requested = int(max_text)
+        except ValueError:
+            raise StanzaError("bad-request", text="RSM max is not a number") from None
+        if requested < 0:
+            raise StanzaError("bad-request", text="RSM max is negative")
+    return requested, st.child_text(rsm, "after", NS_RSM)
+
+
+def parse_query(payload: Element, max_page: int,
+                with_map: Callable[[JID], str | None] | None = None,
+                ) -> tuple[ArchiveQuery, bool]:
+    """(query, flip_page); raises the errors XEP-0313 prescribes. ``with_map`` turns the
+    parsed 'with' JID into the archive's key (default: its bare JID)."""
     q = ArchiveQuery(max=max_page)
     form = forms.find(payload)
     if form is not None:
@@ -54,9 +74,10 @@ def parse_query(payload: Element, max_page: int) -> tuple[ArchiveQuery, bool]:
         with_ = form.value("with")
         if with_:
             try:
-                q.with_jid = JID.parse(with_).bare_str
+                with_jid = JID.parse(with_)
             except JIDError:
                 raise StanzaError("jid-malformed", text="'with' is not a JID") from None
+            q.with_jid = with_jid.bare_str if with_map is None else with_map(with_jid)
         for var in ("start", "end"):
             value = form.value(var)
             if value:
@@ -73,18 +94,11 @@ def parse_query(payload: Element, max_page: int) -> tuple[ArchiveQuery, bool]:
             q.ids = [v for v in ids.values if v]
     rsm = st.child(payload, "set", NS_RSM)
     if rsm is not None:
-        max_text = st.child_text(rsm, "max", NS_RSM)
-        if max_text is not None:
-            try:
-                requested = int(max_text)
-            except ValueError:
-                raise StanzaError("bad-request", text="RSM max is not a number") from None
-            if requested < 0:
-                raise StanzaError("bad-request", text="RSM max is negative")
+        requested, after = parse_rsm(rsm)
+        if requested is not None:
             q.max = min(requested, max_page)
         if st.child(rsm, "index", NS_RSM) is not None:
             raise StanzaError("feature-not-implemented", text="RSM index is not supported")
-        after = st.child_text(rsm, "after", NS_RSM)
         if after:
             q.after_ids.append(after)
         before = st.child(rsm, "before", NS_RSM)
@@ -117,4 +131,31 @@ def fin(page: ArchivePage) -> Element:
     if page.messages:
         st.add(s, "first", NS_RSM, page.messages[0].stanza_id)
         st.add(s, "last", NS_RSM, page.messages[-1].stanza_id)
+    return el
+
+
+async def answer(archive: ArchiveStore, host: str, username: str, q: ArchiveQuery, flip: bool,
+                 to: str, frm: str, queryid: str | None,
+                 deliver: Callable[[Element], Awaitable[None]]) -> Element:
+    """Run ``q`` on one archive, ``deliver`` each result message (§4.2, in page order or
+    reversed for <flip-page/>) and return the <fin/>."""
+    try:
+        page = await archive.query(host, username, q)
+    except UnknownId:
+        raise StanzaError("item-not-found", text="no such archive id") from None
+    messages = list(reversed(page.messages)) if flip else page.messages
+    for msg in messages:
+        await deliver(result_message(msg, to, frm, queryid))
+    return fin(page)
+
+
+async def metadata_element(archive: ArchiveStore, host: str, username: str) -> Element:
+    """The <metadata/> answer (§5): the first and last entries of one archive."""
+    first, last = await archive.bounds(host, username)
+    el = st.make("metadata", NS)
+    if first is not None and last is not None:
+        st.add(el, "start", NS, attrs={"id": first.stanza_id,
+                                       "timestamp": format_datetime(first.created)})
+        st.add(el, "end", NS, attrs={"id": last.stanza_id,
+                                     "timestamp": format_datetime(last.created)})
     return el

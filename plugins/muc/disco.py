@@ -54,15 +54,9 @@ def service_items(service: MucService, req: Request) -> Element:
     rsm = st.child(req.payload, "set", ns.RSM)
     start = 0
     if rsm is not None:
-        max_text = st.child_text(rsm, "max", ns.RSM)
-        if max_text is not None:
-            try:
-                limit = min(limit, int(max_text))
-            except ValueError:
-                raise StanzaError("bad-request", text="RSM max is not a number") from None
-            if limit < 0:
-                raise StanzaError("bad-request", text="RSM max is negative")
-        after = st.child_text(rsm, "after", ns.RSM)
+        requested, after = mq.parse_rsm(rsm)
+        if requested is not None:
+            limit = min(limit, requested)
         if after:
             start = next((i + 1 for i, r in enumerate(rooms) if r.jid.bare_str == after), -1)
             if start < 0:

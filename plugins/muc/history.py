@@ -73,6 +73,12 @@ def with_delay(message: Element, room: str, stamp: int) -> Element:
     return out
 
 
+def history_entry(message: Element, room: str, stamp: int) -> HistoryEntry:
+    """A history entry for ``message`` as the room reflected it, stamped with <delay/>."""
+    tpl = Template(with_delay(message, room, stamp))
+    return HistoryEntry(stamp, tpl, len(st.serialize(tpl.to(""))))
+
+
 class History:
     """The last ``limit`` messages of a room."""
 
@@ -89,8 +95,7 @@ class History:
     def add(self, message: Element, room: str, stamp: int) -> None:
         if self.limit <= 0:
             return
-        tpl = Template(with_delay(message, room, stamp))
-        self.entries.append(HistoryEntry(stamp, tpl, len(st.serialize(tpl.to("")))))
+        self.entries.append(history_entry(message, room, stamp))
 
     def replace(self, entries: Iterable[HistoryEntry]) -> None:
         self.entries = deque(entries, maxlen=self.limit or None)

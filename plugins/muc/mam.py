@@ -19,14 +19,11 @@ from plugins.mam import query as mq
 from plugins.muc import affiliations as A
 from plugins.muc import ns
 from plugins.muc import roles as R
-from plugins.muc.fanout import Template
-from plugins.muc.history import HistoryEntry, with_delay
-from storage.archive import ArchiveQuery, ArchiveRow, UnknownId
-from xmppd import forms
+from plugins.muc.history import HistoryEntry, history_entry
+from storage.archive import ArchiveQuery, ArchiveRow
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
-from xmppd.jid import JID, JIDError
-from xmppd.timeutil import format_datetime
+from xmppd.jid import JID
 from xmppd.xmlstream import parse_fragment
 
 if TYPE_CHECKING:
@@ -98,8 +95,7 @@ async def _load(service: MucService, room: Room) -> None:
             el, _ = split_real_jid(parse_fragment(msg.stanza))
             if st.child(el, "body", st.NS_CLIENT) is None:
                 continue  # subject changes are archived but are not history (§7.2.13)
-            tpl = Template(with_delay(el, room.jid.bare_str, msg.created))
-            entries.append(HistoryEntry(msg.created, tpl, len(st.serialize(tpl.to("")))))
+            entries.append(history_entry(el, room.jid.bare_str, msg.created))
     if not room.history_loaded:
         room.history.replace(entries + list(room.history.entries))
         room.history_loaded = True
@@ -133,19 +129,13 @@ def sees_jids(room: Room, requester: JID) -> bool:
 
 def parse(room: Room, payload: Element, max_page: int) -> tuple[ArchiveQuery, bool]:
     """XEP-0313 §4 query; 'with' is an occupant JID of this room (or the room itself)."""
-    q, flip = mq.parse_query(payload, max_page)
-    form = forms.find(payload)
-    with_ = form.value("with") if form is not None else None
-    if with_:
-        try:
-            j = JID.parse(with_)
-        except JIDError:
-            raise StanzaError("jid-malformed", text="'with' is not a JID") from None
+
+    def with_nick(j: JID) -> str | None:
         if j.bare == room.jid:
-            q.with_jid = j.resource or None
-        else:
-            q.with_jid = NO_MATCH  # the archive is keyed by roomnick, not real JIDs
-    return q, flip
+            return j.resource or None
+        return NO_MATCH  # the archive is keyed by roomnick, not real JIDs
+
+    return mq.parse_query(payload, max_page, with_nick)
 
 
 async def query(service: MucService, room: Room, requester: JID, payload: Element) -> Element:
@@ -153,15 +143,12 @@ async def query(service: MucService, room: Room, requester: JID, payload: Elemen
     return the <fin/>."""
     check_access(room, requester)
     q, flip = parse(room, payload, service.options.max_archive_page)
-    try:
-        page = await service.host.storage.archive.query(service.domain, room.name, q)
-    except UnknownId:
-        raise StanzaError("item-not-found", text="no such archive id") from None
-    queryid = payload.getAttribute("queryid")
-    reveal = sees_jids(room, requester)
-    messages = list(reversed(page.messages)) if flip else page.messages
-    for msg in messages:
-        out = mq.result_message(msg, str(requester), room.jid.bare_str, queryid)
+    reveal: bool | None = None  # decided once the page is read, as before the first result
+
+    async def deliver(out: Element) -> None:
+        nonlocal reveal
+        if reveal is None:
+            reveal = sees_jids(room, requester)
         fwd = st.child(st.child(out, "result", mq.NS), "forwarded", mq.NS_FORWARD)  # type: ignore[arg-type]
         inner = st.child(fwd, "message", st.NS_CLIENT) if fwd is not None else None
         if inner is not None:
@@ -170,19 +157,15 @@ async def query(service: MucService, room: Room, requester: JID, payload: Elemen
                 x = st.add(inner, "x", ns.USER)
                 st.add(x, "item", ns.USER, attrs={"jid": real})
         room.send(out)
-    return mq.fin(page)
+
+    return await mq.answer(service.host.storage.archive, service.domain, room.name, q, flip,
+                           str(requester), room.jid.bare_str, payload.getAttribute("queryid"),
+                           deliver)
 
 
 async def metadata(service: MucService, room: Room, requester: JID) -> Element:
     check_access(room, requester)
-    first, last = await service.host.storage.archive.bounds(service.domain, room.name)
-    el = st.make("metadata", mq.NS)
-    if first is not None and last is not None:
-        st.add(el, "start", mq.NS, attrs={"id": first.stanza_id,
-                                          "timestamp": format_datetime(first.created)})
-        st.add(el, "end", mq.NS, attrs={"id": last.stanza_id,
-                                        "timestamp": format_datetime(last.created)})
-    return el
+    return await mq.metadata_element(service.host.storage.archive, service.domain, room.name)
 
 
 def form(room: Room, requester: JID) -> Element:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from plugins import disco, ping
+from plugins.mam import NS_SID
+from plugins.mam.query import NS_RSM
+
 MUC: Final = "http://jabber.org/protocol/muc"
 USER: Final = "http://jabber.org/protocol/muc#user"
 ADMIN: Final = "http://jabber.org/protocol/muc#admin"
@@ -16,13 +20,12 @@ SELF_PING: Final = "http://jabber.org/protocol/muc#self-ping-optimization"  # XE
 TRAFFIC: Final = "http://jabber.org/protocol/muc#traffic"  # XEP-0045 §17.1.1
 ROOMUSER_NODE: Final = "x-roomuser-item"  # XEP-0045 §7.12
 OCCUPANT_ID: Final = "urn:xmpp:occupant-id:0"  # XEP-0421
-SID: Final = "urn:xmpp:sid:0"  # XEP-0359
-PING: Final = "urn:xmpp:ping"  # XEP-0199
-DISCO_INFO: Final = "http://jabber.org/protocol/disco#info"
-DISCO_ITEMS: Final = "http://jabber.org/protocol/disco#items"
-RSM: Final = "http://jabber.org/protocol/rsm"
+SID: Final = NS_SID  # XEP-0359
+PING: Final = ping.NS  # XEP-0199
+DISCO_INFO: Final = disco.NS_INFO
+DISCO_ITEMS: Final = disco.NS_ITEMS
+RSM: Final = NS_RSM
 CONFERENCE: Final = "jabber:x:conference"  # XEP-0249
-DATA: Final = "jabber:x:data"
 
 # XEP-0045 §15.6 (status code registry): the codes this service sends.
 NON_ANONYMOUS: Final = 100  # entering: any occupant may see the user's full JID

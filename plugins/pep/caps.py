@@ -31,6 +31,7 @@ from twisted.words.xish.domish import Element
 
 from plugins.caps import verification_string
 from plugins.pep import ns
+from xmppd import forms
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.iq import IqTimeout
@@ -75,11 +76,11 @@ def well_formed(info: Element) -> bool:
     if len(features) != len(set(features)):
         return False
     form_types: set[str] = set()
-    for x in st.children(info, "x", "jabber:x:data"):
-        for field in st.children(x, "field", "jabber:x:data"):
+    for x in st.children(info, "x", forms.NS):
+        for field in st.children(x, "field", forms.NS):
             if field.getAttribute("var") != "FORM_TYPE":
                 continue
-            values = {st.text(v) for v in st.children(field, "value", "jabber:x:data")}
+            values = {st.text(v) for v in st.children(field, "value", forms.NS)}
             if len(values) > 1:
                 return False
             for value in values:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from plugins import caps, disco
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 
@@ -16,9 +17,9 @@ ERRORS: Final = PUBSUB + "#errors"
 NODE_CONFIG: Final = PUBSUB + "#node_config"
 PUBLISH_OPTIONS: Final = PUBSUB + "#publish-options"
 META_DATA: Final = PUBSUB + "#meta-data"
-CAPS: Final = "http://jabber.org/protocol/caps"
-DISCO_INFO: Final = "http://jabber.org/protocol/disco#info"
-DISCO_ITEMS: Final = "http://jabber.org/protocol/disco#items"
+CAPS: Final = caps.NS
+DISCO_INFO: Final = disco.NS_INFO
+DISCO_ITEMS: Final = disco.NS_ITEMS
 ADDRESS: Final = "http://jabber.org/protocol/address"  # XEP-0033 (replyto, XEP-0163 §4.3.1)
 
 AVATAR_DATA: Final = "urn:xmpp:avatar:data"  # XEP-0084

@@ -15,6 +15,7 @@ from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.jid import JID
 from xmppd.plugin import Plugin
+from xmppd.ratelimit import TokenBucket
 from xmppd.sessions import Session
 from xmppd.xmlstream import parse_fragment
 
@@ -40,7 +41,7 @@ class Presence(Plugin):
     def setup(self) -> None:
         self.roster = cast("Roster", self.host.plugin("roster"))
         self.subs = Subscriptions(self, self.roster)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self.host.on(H.PRESENCE_BROADCAST, self.broadcast)
         self.host.on(H.PRESENCE_INBOUND, self.inbound)
         self.host.on(H.STANZA_OUTBOUND, self.outbound, priority=50)
@@ -56,14 +57,11 @@ class Presence(Plugin):
     def allow_subscribe(self, user: str) -> bool:
         """Token bucket per user for outbound subscription requests."""
         now = self.host.clock.seconds()
-        tokens, last = self._buckets.get(user, (float(self.options.subscribe_burst), now))
-        tokens = min(float(self.options.subscribe_burst),
-                     tokens + (now - last) * self.options.subscribe_per_minute / 60.0)
-        if tokens < 1.0:
-            self._buckets[user] = (tokens, now)
-            return False
-        self._buckets[user] = (tokens - 1.0, now)
-        return True
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = TokenBucket(
+                self.options.subscribe_per_minute, self.options.subscribe_burst, now, per=60.0)
+        return bucket.take(now)
 
     # -- outbound --------------------------------------------------------------------------------
     async def outbound(self, ev: H.StanzaEvent) -> bool:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import DeferredLock
 from twisted.words.xish.domish import Element
 
+from plugins.disco import NS_INFO, NS_ITEMS
+from plugins.ping import NS as NS_PING
 from plugins.upload import slots
 from plugins.upload.slots import NS
 from storage.uploads import QuotaExceeded, UploadRecord
@@ -24,9 +26,6 @@ from xmppd.timeutil import format_datetime
 if TYPE_CHECKING:
     from plugins.upload import Upload
 
-NS_INFO = "http://jabber.org/protocol/disco#info"
-NS_ITEMS = "http://jabber.org/protocol/disco#items"
-NS_PING = "urn:xmpp:ping"
 FEATURES = (NS_INFO, NS_ITEMS, NS, NS_PING)
 
 
