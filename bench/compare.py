@@ -34,7 +34,8 @@ DOMAIN = "bench.local"
 PASSWORD = "bench"
 USERS = 6100          # u0..u6099: scenarios use disjoint ranges where it matters
 MAM_OWNER = 6000      # u6000 owns the archive, u6001.. fill it
-PORTS = {"xmppd": 24522, "prosody": 24622, "ejabberd": 24722}  # moved on if taken
+# moved on if taken
+PORTS = {"xmppd": 24522, "prosody": 24622, "ejabberd": 24722, "xmppd-cluster": 24822}
 GEN_SATURATED = 0.90  # generator CPU / wall above this: the generator was the limit
 CONTENDED = 0.10      # others' CPU on the server core / wall above this: disturbed
 
@@ -111,7 +112,9 @@ class Driver:
 
             generate_self_signed(DOMAIN, cert, key)
         self.setup = Setup(self.workdir, DOMAIN, cert, key, cpu=args.server_cpu,
-                           xmppd_storage=args.xmppd_storage)
+                           xmppd_storage=args.xmppd_storage,
+                           cluster_storage=args.xmppd_cluster_storage,
+                           redis_url=args.redis_url)
         self.servers: dict[str, Server] = {}
         self.skipped: dict[str, str] = {}
         for name in args.servers.split(","):
@@ -126,13 +129,13 @@ class Driver:
         self.unsupported: dict[tuple[str, str], str] = {}
         self.populated: dict[str, dict[str, Any]] = {}
 
-    def loadgen(self, srv: Server, argv: list[str], timeout: float, pid: int | None = None
-                ) -> dict[str, Any]:
-        cmd = ["taskset", "-c", str(self.args.gen_cpu), sys.executable, "-m", "bench.loadgen",
+    def loadgen(self, srv: Server, argv: list[str], timeout: float,
+                pids: list[int] | None = None) -> dict[str, Any]:
+        cmd = ["taskset", "-c", self.args.gen_cpu, sys.executable, "-m", "bench.loadgen",
                *argv, "--port", str(srv.port), "--domain", DOMAIN, "--password", PASSWORD,
-               "--server-cpu", str(self.args.server_cpu)]
-        if pid is not None:
-            cmd += ["--server-pid", str(pid)]
+               "--server-cpu", self.args.server_cpu]
+        if pids:
+            cmd += ["--server-pid", ",".join(map(str, pids))]
         errlog = srv.dir / "loadgen.stderr"
         with open(errlog, "ab") as err:
             try:
@@ -181,7 +184,7 @@ class Driver:
         try:
             r = self.loadgen(srv, ["mam", "--user-offset", str(MAM_OWNER), "--populate",
                                    str(self.args.mam_archive), "--queries", "1"],
-                             24 * 3600.0, srv.pid)
+                             24 * 3600.0, srv.pids)
         finally:
             srv.stop()
         self.populated[name] = r
@@ -219,14 +222,14 @@ class Driver:
         log(f"[{rep + 1}/{self.args.repeats}] {sc.name} on {name}")
         record: dict[str, Any] = {"scenario": sc.name, "server": name, "rep": rep}
         try:
-            pid = srv.start(sc.opts)
+            srv.start(sc.opts)
         except ServerError as exc:
             record["result"] = {"complete": False, "failure": f"server did not start: {exc}"}
             log(f"  server did not start: {exc}")
             return self.save(record)
         try:
             record["result"] = self.loadgen(srv, [*sc.argv, "--label", f"{sc.name}/{name}"],
-                                            sc.timeout, pid)
+                                            sc.timeout, srv.pids)
         finally:
             record["exit_code"] = srv.stop()
         res = record["result"]
@@ -377,8 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mam-queries", type=int, default=200)
     p.add_argument("--workdir", help="reuse accounts and archives of an earlier run")
     p.add_argument("--output", help="Markdown file (default bench/results/compare-<date>.md)")
-    p.add_argument("--server-cpu", type=int, default=0)
-    p.add_argument("--gen-cpu", type=int, default=1)
+    p.add_argument("--server-cpu", default="0",
+                   help='taskset list for the servers ("0,1": both cores, for clusters)')
+    p.add_argument("--gen-cpu", default="1", help="taskset list for the generator")
+    p.add_argument("--xmppd-cluster-storage", default="",
+                   help="database URL for the xmppd-cluster server kind (PostgreSQL/MariaDB)")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                   help="Redis of the xmppd-cluster server kind")
     p.add_argument("--xmppd-storage", default="",
                    help="SQLAlchemy URL of an empty database for xmppd instead of its SQLite "
                         "file (e.g. postgresql+psycopg2://postgres@127.0.0.1/xmppd_bench)")

@@ -30,6 +30,11 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+
+def int_list(text: str) -> list[int]:
+    """"12" or "12,13": taskset-style lists of pids or cores."""
+    return [int(x) for x in text.split(",") if x.strip()]
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("server and accounts")
@@ -46,8 +51,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--concurrency", type=int, default=50, help="logins in parallel")
     g.add_argument("--timeout", type=float, default=30.0, help="per protocol step")
     g = common.add_argument_group("measurement")
-    g.add_argument("--server-pid", type=int, help="read this process's CPU time and VmRSS")
-    g.add_argument("--server-cpu", type=int, default=0, help="core the server is pinned to")
+    g.add_argument("--server-pid", type=int_list, default=[], dest="server_pids",
+                   help="read these processes' CPU time and VmRSS (comma-separated: the nodes "
+                   "of a cluster are summed)")
+    g.add_argument("--server-cpu", type=int_list, default=[0], dest="server_cpus",
+                   help="cores the server is pinned to (comma-separated)")
     g.add_argument("--label", default="", help="copied into the JSON line")
     g.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True,
                    help="use uvloop when installed (default)")

@@ -95,19 +95,19 @@ def rss_kib(pid: int) -> int:
 class Meter:
     """CPU accounting over one measured phase (``start()`` .. ``stop()``)."""
 
-    server_pid: int | None = None
-    server_cpu: int | None = None
+    server_pids: tuple[int, ...] = ()  # summed: the nodes of a cluster
+    server_cpus: tuple[int, ...] = ()  # the cores they are pinned to, summed
     samples: dict[str, float] = field(default_factory=dict)
 
     def _read(self) -> dict[str, float]:
         r = {"wall": time.perf_counter(), "gen": time.process_time()}
-        if self.server_pid is not None:
+        if self.server_pids:
             try:
-                r["server"] = proc_cpu_seconds(self.server_pid)
+                r["server"] = sum(proc_cpu_seconds(p) for p in self.server_pids)
             except OSError:
                 pass
-        if self.server_cpu is not None:
-            r["core"] = core_busy_seconds(self.server_cpu)
+        if self.server_cpus:
+            r["core"] = sum(core_busy_seconds(c) for c in self.server_cpus)
         return r
 
     def start(self) -> None:

@@ -42,6 +42,7 @@ from xmppd.errors import StanzaError
 from xmppd.iq import IqRequest
 from xmppd.jid import JID, JIDError
 from xmppd.plugin import Plugin
+from xmppd.usercache import UserCache
 
 NS = "urn:xmpp:blocking"
 NS_ERRORS = "urn:xmpp:blocking:errors"
@@ -84,7 +85,11 @@ class Blocking(Plugin):
     Options = Options
 
     def setup(self) -> None:
-        self.cache: dict[str, frozenset[str]] = {}  # bare JID -> blocklist (users online)
+        # bare JID -> blocklist (users online); another node's change reloads it in place,
+        # the old list staying in force until then (PRESENCE_ROUTE cannot wait for storage)
+        self.cache: UserCache[frozenset[str]] = self.host.user_cache("blocklist")
+        self.cache.reload = self._reload
+        self.host.share_session_flag(REQUESTED)
         self.passing: set[tuple[str, str]] = set()  # (user, target) presence let through
         self._ids = itertools.count(1)
         self.roster = cast(Roster, self.host.plugin("roster"))
@@ -122,6 +127,13 @@ class Blocking(Plugin):
         base = self.cache.get(key, loaded)
         if key in self.cache or self.host.sessions_of(user):
             self.cache[key] = (base | frozenset(added)) - frozenset(removed)
+        self.cache.changed(key)
+
+    async def _reload(self, key: str) -> None:
+        user = JID.parse(key)
+        jids = frozenset(await self.host.storage.blocking.get(user.domain, user.local))
+        if key in self.cache:
+            self.cache[key] = jids
 
     async def session_bound(self, ev: H.SessionEvent) -> None:
         if ev.session.jid is not None:

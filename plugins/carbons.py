@@ -31,6 +31,7 @@ class Carbons(Plugin):
     account_features = ()
 
     def setup(self) -> None:
+        self.host.share_session_flag(ENABLED)  # other cluster nodes send carbons too
         self.host.iq("set", NS, "enable", self.enable, scope="account")
         self.host.iq("set", NS, "disable", self.disable, scope="account")
         self.host.on(H.MESSAGE_DELIVERED, self.received, priority=-10)

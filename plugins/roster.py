@@ -21,6 +21,7 @@ from xmppd.errors import StanzaError
 from xmppd.iq import IqRequest
 from xmppd.jid import JID, JIDError
 from xmppd.plugin import Plugin
+from xmppd.usercache import UserCache
 
 if TYPE_CHECKING:
     from plugins.presence import Presence
@@ -57,7 +58,8 @@ class Roster(Plugin):
     Options = Options
 
     def setup(self) -> None:
-        self.cache: dict[str, CachedRoster] = {}
+        self.cache: UserCache[CachedRoster] = self.host.user_cache("roster")
+        self.host.share_session_flag("roster_requested")
         self._ids = itertools.count(1)
         self.host.iq("get", NS, "query", self.get, scope="account")
         self.host.iq("set", NS, "query", self.set, scope="account")
@@ -108,6 +110,7 @@ class Roster(Plugin):
         roster = await self.load(bare)
         roster.items[item.contact] = item
         roster.version = version
+        self.cache.changed(bare.bare_str)
         if push:
             self.push(bare, item, version)
 
@@ -116,6 +119,7 @@ class Roster(Plugin):
         roster = await self.load(bare)
         old = roster.items.pop(contact, None)
         roster.version = version
+        self.cache.changed(bare.bare_str)
         if old is not None:
             self.push(bare, RosterItem(contact, "remove"), version)
 
@@ -126,10 +130,12 @@ class Roster(Plugin):
             if contact in roster.pending:
                 await self.host.storage.roster.remove_pending(bare.domain, bare.local, contact)
                 roster.pending.pop(contact, None)
+                self.cache.changed(bare.bare_str)
             return False
         xml = st.serialize(stanza)
         added = await self.host.storage.roster.add_pending(bare.domain, bare.local, contact, xml)
         roster.pending[contact] = xml
+        self.cache.changed(bare.bare_str)
         return added
 
     def push(self, bare: JID, item: RosterItem, version: int) -> None:

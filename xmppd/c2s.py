@@ -21,6 +21,7 @@ from xmppd import stanza as st
 from xmppd.errors import SASLFailure, StanzaError, StreamError, error_reply
 from xmppd.jid import JID, JIDError, prepare_domain
 from xmppd.sasl import Mechanism, b64_response, make_mechanism
+from xmppd.sessions import SessionData
 from xmppd.tls import HostContextFactory
 from xmppd.xmlstream import OrderedXmlStream, new_stream_id
 
@@ -46,7 +47,7 @@ class C2SSession(OrderedXmlStream):
         self.available = False
         self.priority = 0
         self.presence: Element | None = None
-        self.data: dict[str, Any] = {}
+        self.data: dict[str, Any] = SessionData()
         self.lang = ""
         self._sasl: Mechanism | None = None
         self._auth_failures = 0

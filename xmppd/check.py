@@ -45,6 +45,33 @@ def check_storage(cfg: ServerConfig) -> list[str]:
     return []
 
 
+def check_cluster(cfg: ServerConfig) -> list[str]:
+    """A cluster needs a shared database (not a SQLite file) and a reachable Redis."""
+    import socket
+    from urllib.parse import urlsplit
+
+    c = cfg.cluster
+    if not c.redis_url:
+        return []
+    problems: list[str] = []
+    if cfg.storage_url.startswith("sqlite"):
+        problems.append("cluster.redis_url: nodes must share a database; set storage.url to "
+                        "PostgreSQL or MariaDB")
+    url = urlsplit(c.redis_url)
+    if url.scheme != "redis":
+        return [*problems, f"cluster.redis_url: expected redis://host:port/db, not {c.redis_url}"]
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), 3) as s:
+            s.sendall(b"PING\r\n")
+            if not s.recv(64).startswith(b"+PONG"):
+                problems.append(f"cluster.redis_url: {c.redis_url} does not answer PING")
+    except OSError as exc:
+        problems.append(f"cluster.redis_url: {c.redis_url}: {exc}")
+    if not problems:
+        print(f"ok: cluster: Redis at {c.redis_url} answers")
+    return problems
+
+
 def run_checks(cfg: ServerConfig) -> int:
     problems = check_plugins(cfg)
     for domain in cfg.hosts:
@@ -62,6 +89,7 @@ def run_checks(cfg: ServerConfig) -> int:
         if not found:
             print(f"ok: {domain}: certificate {paths.cert}")
     problems.extend(check_storage(cfg))
+    problems.extend(check_cluster(cfg))
     if cfg.federation.enabled:
         from federation.check import check_federation
 

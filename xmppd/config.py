@@ -40,6 +40,9 @@ class ListenerConfig:
     type: Literal["c2s", "c2s_tls", "s2s", "s2s_tls", "http", "https"]
     port: int
     address: str = "0.0.0.0"
+    # c2s/c2s_tls: SO_REUSEPORT, so that several cluster nodes on one machine share the port
+    # (the kernel spreads connections over them). Needs a fixed port.
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,18 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several nodes sharing one database and one Redis (xmppd/cluster.py). Every node needs
+    the same hosts, plugins and storage URL (PostgreSQL or MariaDB) and its own node id."""
+
+    redis_url: str = ""  # e.g. "redis://127.0.0.1:6379/0"; empty: a single node
+    node: str = ""  # this node's id, unique in the cluster; empty: hostname-pid
+    prefix: str = "xmppd"  # Redis key and channel prefix (one cluster per prefix)
+    heartbeat: float = 2.0  # seconds between liveness refreshes
+    node_timeout: float = 6.0  # a node silent this long is gone and its sessions end
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warn", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -134,6 +149,7 @@ class ServerConfig:
     log: LogConfig = LogConfig()
     federation: FederationConfig = FederationConfig()
     web: WebConfig = WebConfig()
+    cluster: ClusterConfig = ClusterConfig()
     plugins: dict[str, Any] = field(default_factory=dict)
     base_dir: str = "."  # directory relative paths are resolved against (the config's)
 

@@ -225,6 +225,11 @@ SESSION_CLOSED: Hook[SessionEvent] = Hook(
     "session-closed",
     "A bound session ended for any reason; `reason` says why. Presence sends unavailable.",
 )
+REMOTE_SESSION_ENDED: Hook[SessionEvent] = Hook(
+    "remote-session-ended",
+    "Cluster: a resource bound on another node ended (its node ran SESSION_CLOSED). State "
+    "kept here about that resource (room occupancy) is dropped.",
+)
 SESSION_INTERRUPTED: Hook[SessionEvent] = Hook(
     "session-interrupted",
     "SYNC. A bound c2s connection dropped without a clean stream close. True = a handler keeps "
@@ -252,6 +257,6 @@ CATALOGUE: tuple[Hook[Any], ...] = (
     STANZA_OUTBOUND, STANZA_INBOUND, PRESENCE_BROADCAST, PRESENCE_INBOUND, PRESENCE_ROUTE,
     MESSAGE_DELIVERED,
     MESSAGE_UNDELIVERED, SERVER_STANZA, SESSION_BOUND, SESSION_AVAILABLE, SESSION_CLOSED,
-    SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA, STANZA_DELIVER, ACCOUNT_DELETED,
-    SERVER_STARTED, SERVER_STOPPING,
+    REMOTE_SESSION_ENDED, SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA, STANZA_DELIVER,
+    ACCOUNT_DELETED, SERVER_STARTED, SERVER_STOPPING,
 )

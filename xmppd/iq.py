@@ -66,6 +66,7 @@ class IqRegistry:
         self._handlers: dict[tuple[str, str, str | None, str], IqHandler] = {}
         self._pending: dict[str, tuple[Deferred[Element], str | None, IDelayedCall]] = {}
         self._ids = itertools.count(1)
+        self.id_prefix = "xmppd"  # a cluster puts the node id in, so answers find their way
 
     def register(self, type_: str, ns: str, name: str, handler: IqHandler,
                  scope: Scope = "host") -> Callable[[], None]:
@@ -90,7 +91,7 @@ class IqRegistry:
 
     # -- server-originated requests ----------------------------------------------------------
     def new_id(self) -> str:
-        return f"xmppd-{next(self._ids)}"
+        return f"{self.id_prefix}-{next(self._ids)}"
 
     def expect(self, iq: Element, timeout: float, clock: object) -> Deferred[Element]:
         """Register a pending request; the Deferred fires with the result stanza, errbacks

@@ -22,6 +22,8 @@ from xmppd.errors import StanzaError
 from xmppd.hooks import Handler, Hook, HookBus
 from xmppd.iq import IqHandler, IqRegistry, Scope
 from xmppd.jid import JID
+from xmppd.sessions import SHARED_FLAGS
+from xmppd.usercache import UserCache
 
 if TYPE_CHECKING:
     from storage.base import Storage
@@ -158,6 +160,15 @@ class Host:
         d = self.iq_registry.expect(iq, timeout, self.clock)
         self._server.router.route_soon(iq, None)
         return d
+
+    def share_session_flag(self, key: str) -> None:
+        """``session.data[key]`` must be visible to other cluster nodes (a JSON value)."""
+        SHARED_FLAGS.add(key)
+
+    def user_cache(self, name: str) -> UserCache[Any]:
+        """A per-user cache (bare JID -> value) kept coherent across cluster nodes: call
+        ``changed(bare)`` on it after committing a change."""
+        return self._server.caches.cache(f"{self.domain}/{name}")
 
     def session(self, full: JID) -> Session | None:
         return self._server.sessions.get(full)

@@ -22,6 +22,7 @@ from xmppd.iq import IqRequest
 from xmppd.jid import JID, JIDError
 
 if TYPE_CHECKING:
+    from xmppd.cluster import Cluster
     from xmppd.plugin import Host
     from xmppd.sessions import Session, SessionManager
 
@@ -40,6 +41,7 @@ class Router:
         self.sessions = sessions
         self.routes: dict[str, RouteTarget] = {}
         self.default_route: RouteTarget | None = None
+        self.cluster: Cluster | None = None
 
     def add_route(self, domain: str, target: RouteTarget) -> None:
         if domain in self.hosts or domain in self.routes:
@@ -52,10 +54,12 @@ class Router:
     def route_soon(self, stanza: Element, origin: Session | None) -> Deferred[None]:
         return Deferred.fromCoroutine(self.route(stanza, origin))
 
-    async def route(self, stanza: Element, origin: Session | None) -> None:
-        """Route one stanza whose 'from' is already trustworthy (stamped or verified)."""
+    async def route(self, stanza: Element, origin: Session | None,
+                    forwarded: bool = False) -> None:
+        """Route one stanza whose 'from' is already trustworthy (stamped or verified).
+        ``forwarded``: another cluster node sent it here as the owner of its target."""
         try:
-            await self._route(stanza, origin)
+            await self._route(stanza, origin, forwarded)
         except StanzaError as err:
             await self.bounce(stanza, err)
         except Exception:
@@ -82,7 +86,8 @@ class Router:
         except Exception:
             log.failure("could not deliver error reply {stanza}", stanza=_brief(reply))
 
-    async def _route(self, stanza: Element, origin: Session | None) -> None:
+    async def _route(self, stanza: Element, origin: Session | None,
+                     forwarded: bool = False) -> None:
         attrs = stanza.attributes
         from_ = JID.parse(attrs["from"])
         to_attr = attrs.get("to")
@@ -111,11 +116,35 @@ class Router:
             await self.local(host, ev)
             return
         target = self.routes.get(to.domain)
+        if target is not None and to.local and self.cluster is not None and not forwarded and (
+                await self._forwarded_to_owner(stanza, to)):
+            return
         if target is None:
             target = self.default_route
         if target is None:
             raise StanzaError("remote-server-not-found")
         await target.receive(ev)
+
+    async def _forwarded_to_owner(self, stanza: Element, to: JID) -> bool:
+        """Cluster: a component entity (a room) lives on one node; hand it there."""
+        cluster = self.cluster
+        assert cluster is not None
+        for _attempt in range(3):
+            owner = cluster.owner(to.bare_str)
+            if owner == cluster.node:
+                return False
+            if int(await cluster.forward_route(owner, stanza)):
+                return True
+            await cluster.node_gone(owner)  # nobody listens on its channel
+        return False
+
+    def _response(self, host: Host, stanza: Element) -> None:
+        """An IQ result/error for the server: ours, or (cluster) another node's request."""
+        if host.iq_registry.response(stanza) or self.cluster is None:
+            return
+        node = self.cluster.node_of_iq(stanza.getAttribute("id") or "")
+        if node is not None:
+            self.cluster.forward_route(node, stanza)
 
     async def _presence_broadcast(self, session: Session, stanza: Element, from_: JID) -> None:
         """RFC 6121 §4.2/§4.4: presence without 'to' is the user's own broadcast. The session's
@@ -168,7 +197,7 @@ class Router:
             target.send(stanza)
             return
         if itype in ("result", "error"):
-            host.iq_registry.response(stanza)  # §8.5.2: never delivered to resources
+            self._response(host, stanza)  # §8.5.2: never delivered to resources
             return
         if not self.sessions.has_sessions(to) and not await host.account_exists(to):
             raise StanzaError("service-unavailable")  # §8.5.1
@@ -179,7 +208,7 @@ class Router:
         if stanza.name == "iq":
             itype = stanza.getAttribute("type")
             if itype in ("result", "error"):
-                host.iq_registry.response(stanza)
+                self._response(host, stanza)
                 return
             if ev.to.resource:
                 raise StanzaError("service-unavailable")

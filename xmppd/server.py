@@ -8,12 +8,14 @@ Shutdown (SIGTERM/SIGINT) fires SERVER_STOPPING, closes every stream with
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.words.xish.domish import Element
 
 from storage.base import Storage
@@ -22,13 +24,15 @@ from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.accounts import Accounts
 from xmppd.c2s import C2SFactory, C2SSession
-from xmppd.config import ServerConfig
+from xmppd.cluster import Cluster
+from xmppd.config import ListenerConfig, ServerConfig
 from xmppd.errors import StreamError
 from xmppd.jid import JID
 from xmppd.plugin import Host, load_plugins, unload_plugins
 from xmppd.router import Router
 from xmppd.sessions import Session, SessionManager
 from xmppd.tls import CertStore
+from xmppd.usercache import UserCaches
 from xmppd.web import WebServer
 
 log = Logger(namespace="xmppd.server")
@@ -46,6 +50,8 @@ class XmppServer:
         self.storage = Storage(self.db)
         self.accounts = Accounts(self.storage, config.auth.iteration_count)
         self.sessions = SessionManager()
+        self.caches = UserCaches()
+        self.cluster: Cluster | None = None
         self.sessions.on_replaced = self._replaced
         self.hosts: dict[str, Host] = {d: Host(self, d) for d in config.hosts}
         self.router = Router(self.hosts, self.sessions)
@@ -73,16 +79,29 @@ class XmppServer:
         for domain, host in self.hosts.items():
             host.iq("set", st.NS_SESSION, "session", _legacy_session, scope="account")
             await load_plugins(host, self.config.enabled_plugins(domain))
+        if self.config.cluster.redis_url:
+            await self._join_cluster()
         self._listen()
         for host in self.hosts.values():
             await host.hooks.fire(H.SERVER_STARTED, None)
+
+    async def _join_cluster(self) -> None:
+        cluster = self.cluster = Cluster(self)
+        await cluster.start()
+        self.sessions.listener = cluster
+        self.caches.announce = cluster.invalidate
+        self.router.cluster = cluster
+        for host in self.hosts.values():
+            host.iq_registry.id_prefix = f"xmppd.{cluster.node}"
 
     def _listen(self) -> None:
         assert self.certs is not None
         for lc in self.config.listeners:
             if lc.type in ("c2s", "c2s_tls"):
                 factory = C2SFactory(self, direct_tls=lc.type == "c2s_tls")
-                if lc.type == "c2s_tls":
+                if lc.reuse_port:
+                    port = self._listen_shared(lc, factory)
+                elif lc.type == "c2s_tls":
                     port = self.reactor.listenSSL(lc.port, factory, self.certs.factory,
                                                   interface=lc.address)
                 else:
@@ -99,6 +118,25 @@ class XmppServer:
             self.listeners.append((lc.type, port))
             log.info("listening for {type} on {addr}:{port}", type=lc.type, addr=lc.address,
                      port=_port_number(port))
+
+    def _listen_shared(self, lc: ListenerConfig, factory: C2SFactory) -> IListeningPort:
+        """A client port shared with the other processes that bind it with SO_REUSEPORT."""
+        assert self.certs is not None
+        family = socket.AF_INET6 if ":" in lc.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((lc.address, lc.port))
+            sock.listen(128)
+            sock.setblocking(False)
+            proto: Any = factory
+            if lc.type == "c2s_tls":
+                proto = TLSMemoryBIOFactory(self.certs.factory, False, factory)
+            port: IListeningPort = self.reactor.adoptStreamPort(sock.fileno(), family, proto)
+        finally:
+            sock.close()  # the reactor holds its own duplicate of the descriptor
+        return port
 
     def ports(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -144,6 +182,8 @@ class XmppServer:
             await defer.DeferredList(list(self.inflight), consumeErrors=True)
         for host in self.hosts.values():
             await unload_plugins(host)
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.db.stop()
         log.info("stopped")
 

@@ -1,7 +1,8 @@
 """Bound sessions and local delivery: RFC 6120 §7 (bind, conflicts) and RFC 6121 §8.5.
 
-The session table maps a bare JID to its resources. It is the seam for clustering: a
-Redis-backed registry answers the same questions for sessions bound on other nodes.
+The session table maps a bare JID to its resources. It is the seam for clustering: with a
+cluster (xmppd/cluster.py) the resources bound on other nodes are held here too, as proxies
+that forward what is sent to them, so every lookup sees all of a user's resources.
 """
 
 from __future__ import annotations
@@ -25,6 +26,44 @@ log = Logger(namespace="xmppd.sessions")
 
 MAX_RESOURCES = 64
 MESSAGE_TYPES = frozenset(("normal", "chat", "groupchat", "headline", "error"))
+
+
+SHARED_FLAGS: set[str] = set()
+"""``session.data`` keys other cluster nodes must see (carbons enabled, roster requested...);
+plugins add theirs with Host.share_session_flag(). Values must be JSON-serializable."""
+
+
+class SessionData(dict[str, Any]):
+    """``session.data`` of a local session: reports changes of shared flags (cluster)."""
+
+    __slots__ = ("on_change",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_change: Callable[[], None] | None = None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        changed = key in SHARED_FLAGS and self.get(key) != value
+        super().__setitem__(key, value)
+        if changed and self.on_change is not None:
+            self.on_change()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        had = key in self
+        value = super().pop(key, *default)
+        if had and key in SHARED_FLAGS and self.on_change is not None:
+            self.on_change()
+        return value
+
+
+class SessionListener(Protocol):
+    """Told about this node's resources (the cluster registry)."""
+
+    def bound(self, session: Session) -> None: ...
+
+    def changed(self, session: Session) -> None: ...
+
+    def unbound(self, session: Session) -> None: ...
 
 
 class Session(Protocol):
@@ -51,7 +90,9 @@ class Session(Protocol):
 class SessionManager:
     def __init__(self) -> None:
         self._users: dict[str, dict[str, Session]] = {}
+        self._remote: dict[str, dict[str, Any]] = {}  # RemoteSession proxies (cluster)
         self.on_replaced: Callable[[Session], None] | None = None
+        self.listener: SessionListener | None = None
 
     # -- binding (RFC 6120 §7) ------------------------------------------------------------
     def bind(self, session: Session, domain: str, local: str, requested: str | None) -> JID:
@@ -68,13 +109,21 @@ class SessionManager:
             resource = secrets.token_hex(6)
             while resource in resources:
                 resource = secrets.token_hex(6)
-        old = resources.get(resource)
-        if old is None and len(resources) >= MAX_RESOURCES:
+        remote = self._remote.get(bare, {})
+        old = resources.get(resource) or remote.get(resource)
+        if old is None and len(resources) + len(remote) >= MAX_RESOURCES:
             raise StanzaError("resource-constraint", text="too many resources bound")
         jid = JID(local, domain, resource)
         session.jid = jid
         resources[resource] = session
-        if old is not None and old is not session:
+        if self.listener is not None:
+            self.listener.bound(session)
+        if old is not None and old.kind == "remote":
+            log.info("resource conflict for {jid}: replacing the session on {peer}",
+                     jid=str(jid), peer=old.peer)
+            self.unbind(old)
+            old.close(StreamError("conflict", "Replaced by new connection"))
+        elif old is not None and old is not session:
             log.info("resource conflict for {jid}: replacing older session", jid=str(jid))
             if self.on_replaced is not None:
                 self.on_replaced(old)
@@ -86,12 +135,15 @@ class SessionManager:
         jid = session.jid
         if jid is None:
             return False
-        resources = self._users.get(jid.bare_str)
+        table = self._remote if session.kind == "remote" else self._users
+        resources = table.get(jid.bare_str)
         if not resources or resources.get(jid.resource) is not session:
             return False
         del resources[jid.resource]
         if not resources:
-            del self._users[jid.bare_str]
+            del table[jid.bare_str]
+        if self.listener is not None and table is self._users:
+            self.listener.unbound(session)
         return True
 
     def replace(self, old: Session, new: Session) -> None:
@@ -100,39 +152,72 @@ class SessionManager:
         assert jid is not None
         resources = self._users.setdefault(jid.bare_str, {})
         resources[jid.resource] = new
+        listener = self.listener
+        if listener is not None and isinstance(new.data, SessionData):
+            new.data.on_change = lambda: listener.changed(new)
+
+    # -- other nodes' resources (cluster) -----------------------------------------------------
+    def add_remote(self, proxy: Any) -> None:
+        self._remote.setdefault(proxy.jid.bare_str, {})[proxy.jid.resource] = proxy
+
+    def remote(self, jid: JID) -> Any:
+        resources = self._remote.get(jid.bare_str)
+        return None if resources is None else resources.get(jid.resource)
+
+    def remote_tables(self) -> list[list[Any]]:
+        return [list(r.values()) for r in self._remote.values()]
+
+    def remote_of_node(self, node: str) -> list[Any]:
+        return [s for r in self._remote.values() for s in r.values() if s.node == node]
 
     # -- lookups ----------------------------------------------------------------------------
-    def get(self, jid: JID) -> Session | None:
+    def get_local(self, jid: JID) -> Session | None:
         resources = self._users.get(jid.bare_str)
         return None if resources is None else resources.get(jid.resource)
 
+    def get(self, jid: JID) -> Session | None:
+        """The session bound to a full JID, on this node or (cluster) another."""
+        resources = self._users.get(jid.bare_str)
+        found = None if resources is None else resources.get(jid.resource)
+        if found is None and self._remote:
+            found = self.remote(jid)
+        return found
+
     def resources(self, bare: JID | str) -> list[Session]:
+        """Every bound resource of the account, wherever it is bound."""
         key = bare if isinstance(bare, str) else bare.bare_str
         resources = self._users.get(key)
-        return list(resources.values()) if resources else []
+        found = list(resources.values()) if resources else []
+        if self._remote:
+            remote = self._remote.get(key)
+            if remote:
+                found.extend(remote.values())
+        return found
 
     def available(self, bare: JID | str) -> list[Session]:
         return [s for s in self.resources(bare) if s.available]
 
     def has_sessions(self, bare: JID | str) -> bool:
         key = bare if isinstance(bare, str) else bare.bare_str
-        return key in self._users
+        return key in self._users or key in self._remote
 
     def all(self) -> list[Session]:
+        """The sessions bound on this node."""
         return [s for r in self._users.values() for s in r.values()]
 
     def count(self) -> int:
         return sum(len(r) for r in self._users.values())
 
     # -- presence bookkeeping (RFC 6121 §4.2, §4.4.2) ----------------------------------------
-    @staticmethod
-    def update_presence(session: Session, presence: Element) -> tuple[bool, bool]:
+    def update_presence(self, session: Session, presence: Element) -> tuple[bool, bool]:
         """Record a broadcast presence; returns (was_available, is_available)."""
         was = session.available
         if presence.getAttribute("type") == "unavailable":
             session.available = False
             session.presence = None
             session.priority = 0
+            if self.listener is not None:
+                self.listener.changed(session)
             return was, False
         prio_text = st.child_text(presence, "priority", st.NS_CLIENT)
         priority = 0
@@ -146,6 +231,8 @@ class SessionManager:
         session.available = True
         session.priority = priority
         session.presence = presence
+        if self.listener is not None:
+            self.listener.changed(session)
         return was, True
 
     # -- delivery (RFC 6121 §8.5) ------------------------------------------------------------

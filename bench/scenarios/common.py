@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.stats import Meter
+from bench.stats import Meter, rss_kib
 from bench.xmpp import Connection
 
 
@@ -26,7 +26,12 @@ def run_id() -> str:
 
 
 def meter(args: argparse.Namespace) -> Meter:
-    return Meter(args.server_pid, args.server_cpu if args.server_pid else None)
+    return Meter(tuple(args.server_pids), tuple(args.server_cpus) if args.server_pids else ())
+
+
+def server_rss_kib(args: argparse.Namespace) -> int | None:
+    """Resident memory of the server (all its processes, for a cluster on one machine)."""
+    return sum(rss_kib(p) for p in args.server_pids) if args.server_pids else None
 
 
 def verdict(result: dict[str, Any], problems: list[str]) -> dict[str, Any]:

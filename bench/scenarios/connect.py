@@ -8,8 +8,16 @@ import itertools
 import time
 from typing import Any
 
-from bench.scenarios.common import close_all, dropped, meter, tls_info, user_names, verdict
-from bench.stats import latency_summary, rss_kib
+from bench.scenarios.common import (
+    close_all,
+    dropped,
+    meter,
+    server_rss_kib,
+    tls_info,
+    user_names,
+    verdict,
+)
+from bench.stats import latency_summary
 from bench.xmpp import ClientConfig, Connection, open_sessions
 
 
@@ -23,18 +31,18 @@ async def idle(args: argparse.Namespace, cfg: ClientConfig) -> dict[str, Any]:
     warm, _ = await open_sessions(cfg, users[:min(10, n)], args.concurrency, resource="warm")
     close_all(warm)
     await asyncio.sleep(1.0)
-    before = rss_kib(args.server_pid) if args.server_pid else None
+    before = server_rss_kib(args)
     m = meter(args)
     m.start()
     conns, times = await open_sessions(cfg, users, args.concurrency)
     connect_meter = m.stop()
     await asyncio.sleep(args.settle)
-    after = rss_kib(args.server_pid) if args.server_pid else None
+    after = server_rss_kib(args)
     await asyncio.sleep(args.hold)
     gone = dropped(conns)
     if gone:
         problems.append(f"{len(gone)} connections dropped while idle, first: {gone[0]}")
-    after_hold = rss_kib(args.server_pid) if args.server_pid else None
+    after_hold = server_rss_kib(args)
     close_all(conns)
     await asyncio.sleep(0.2)
     result: dict[str, Any] = {

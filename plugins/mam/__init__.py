@@ -25,6 +25,7 @@ from xmppd.iq import IqRequest
 from xmppd.jid import JID, JIDError
 from xmppd.plugin import Plugin
 from xmppd.timeutil import now_micros
+from xmppd.usercache import UserCache
 
 if TYPE_CHECKING:
     from plugins.roster import Roster
@@ -55,7 +56,7 @@ class Mam(Plugin):
     Options = Options
 
     def setup(self) -> None:
-        self.prefs_cache: dict[str, Prefs] = {}
+        self.prefs_cache: UserCache[Prefs] = self.host.user_cache("mam-prefs")
         self.host.on(H.STANZA_OUTBOUND, self.sent, priority=-50)
         self.host.on(H.STANZA_INBOUND, self.received, priority=-50)
         self.host.iq("set", mq.NS, "query", self.query, scope="account")
@@ -173,6 +174,7 @@ class Mam(Plugin):
         await self.host.storage.kv.set(user.domain, user.local, PREFS_STORE, "prefs",
                                        json.dumps({"default": default, **lists}))
         self.prefs_cache.pop(user.bare_str, None)
+        self.prefs_cache.changed(user.bare_str)
         return await self._prefs_element(user)
 
     async def _prefs_element(self, user: JID) -> Element:

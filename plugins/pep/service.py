@@ -28,6 +28,7 @@ from storage.pubsub import ITEM, NODE, StoredItem
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID
+from xmppd.usercache import UserCache
 from xmppd.xmlstream import parse_fragment
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class Service:
         self.pep = pep
         self.host = pep.host
         self.store = pep.host.storage.pubsub
-        self.cache: dict[str, dict[str, NodeRecord]] = {}
+        self.cache: UserCache[dict[str, NodeRecord]] = pep.host.user_cache("pep-nodes")
         self.transient: dict[tuple[str, str], Item] = {}
         self.listeners: dict[str, list[Listener]] = {}
 
@@ -142,6 +143,7 @@ class Service:
             raise StanzaError("conflict", text="the node exists already")
         record = NodeRecord(name, config, int(self.host.clock.seconds()))
         (await self.nodes(owner))[name] = record
+        self.cache.changed(owner.bare_str)
         return record
 
     async def configure(self, owner: JID, record: NodeRecord, config: NodeConfig) -> None:
@@ -154,6 +156,7 @@ class Service:
         if not config.persist_items:
             self.transient.pop((owner.bare_str, record.name), None)
         record.config = config
+        self.cache.changed(owner.bare_str)
         if config.notify_config:  # §8.2.5.3, with the full form (payloads delivered)
             event = st.make("event", ns.EVENT)
             conf = st.add(event, "configuration", ns.EVENT, attrs={"node": record.name})
@@ -166,6 +169,7 @@ class Service:
         recipients = await self.pep.notifier.recipients(owner, record)
         await self.store.delete_node(owner.domain, owner.local, record.name)
         (await self.nodes(owner)).pop(record.name, None)
+        self.cache.changed(owner.bare_str)
         self.transient.pop((owner.bare_str, record.name), None)
         if record.config.notify_delete:
             event = st.make("event", ns.EVENT)

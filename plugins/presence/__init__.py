@@ -39,6 +39,7 @@ class Presence(Plugin):
     Options = Options
 
     def setup(self) -> None:
+        self.host.share_session_flag("announced")
         self.roster = cast("Roster", self.host.plugin("roster"))
         self.subs = Subscriptions(self, self.roster)
         self._buckets: dict[str, TokenBucket] = {}

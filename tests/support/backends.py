@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-ENV = {"postgres": "XMPPD_TEST_POSTGRES_URL", "mysql": "XMPPD_TEST_MYSQL_URL"}
+ENV = {"postgres": "XMPPD_TEST_POSTGRES_URL", "mysql": "XMPPD_TEST_MYSQL_URL",
+       "redis": "XMPPD_TEST_REDIS_URL"}
 ALL = ("sqlite", "postgres", "mysql")
 SKIPPED: set[str] = set()
 

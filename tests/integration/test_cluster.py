@@ -1,0 +1,246 @@
+"""Two xmppd nodes sharing PostgreSQL and Redis (xmppd/cluster.py), with real clients on each.
+
+Every test puts the two parties of an exchange on different nodes: routing, presence,
+roster pushes, carbons, blocking, offline storage, resource conflicts, rooms, and a node
+that dies without a word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.integration.test_muc_support import PLUGINS, codes, create, join, messages, new_room
+from tests.integration.test_muc_support import next_message as room_message
+from tests.integration.test_presence import befriend
+from tests.support import backends
+from tests.support.ca import CertAuthority
+from tests.support.client import Client, connect, run
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+class Cluster:
+    def __init__(self, nodes: list[ServerProcess], redis_url: str, prefix: str) -> None:
+        self.nodes = nodes
+        self.redis_url = redis_url
+        self.prefix = prefix
+
+    @property
+    def n1(self) -> ServerProcess:
+        return self.nodes[0]
+
+    @property
+    def n2(self) -> ServerProcess:
+        return self.nodes[1]
+
+    def new_user(self, prefix: str) -> str:
+        jid, password = self.n1.new_user(prefix)
+        for n in self.nodes[1:]:
+            n.passwords[jid] = password
+        return jid
+
+    def registry(self) -> dict[str, str]:
+        r = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        try:
+            return r.hgetall(f"{self.prefix}:sessions")  # type: ignore[return-value]
+        finally:
+            r.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    redis_url = backends.require("redis")
+    tmp = tmp_path_factory.mktemp("cluster")
+    prefix = f"xmppd-test-{secrets.token_hex(4)}"
+    with backends.database("postgres", tmp) as url:
+        nodes = [_node(tmp / name, url, ca, redis_url, prefix, name) for name in ("n1", "n2")]
+        for n in nodes:
+            n.start()
+        try:
+            yield Cluster(nodes, redis_url, prefix)
+        finally:
+            codes_ = [n.stop() for n in nodes]
+            r = redis.Redis.from_url(redis_url)
+            keys = list(r.scan_iter(f"{prefix}:*"))
+            if keys:
+                r.delete(*keys)
+            r.close()
+            for n, code in zip(nodes, codes_, strict=True):
+                problems = n.tracebacks()
+                assert not problems, "node logged errors:\n" + "\n".join(problems)
+                assert code == 0, f"node exited with {code}:\n{n.log()[-3000:]}"
+
+
+def _node(tmp: Path, url: str, ca: CertAuthority, redis_url: str, prefix: str,
+          name: str) -> ServerProcess:
+    tmp.mkdir(parents=True, exist_ok=True)
+    return ServerProcess(tmp, url, ca, config={"cluster": {
+        "redis_url": redis_url, "prefix": prefix, "node": name, "heartbeat": 0.5,
+        "node_timeout": 2.0}})
+
+
+async def _two(cluster: Cluster, pa: str = "alice", pb: str = "bob"
+               ) -> tuple[str, Client, str, Client]:
+    a, b = cluster.new_user(pa), cluster.new_user(pb)
+    ca = await connect(cluster.n1, a + "/desk", plugins=("xep_0280", "xep_0191"))
+    cb = await connect(cluster.n2, b + "/phone", plugins=("xep_0280", "xep_0191"))
+    return a, ca, b, cb
+
+
+def test_roster_presence_and_chat_across_nodes(cluster: Cluster) -> None:
+    async def body() -> None:
+        a, ca, b, cb = await _two(cluster)
+        assert {f"{a}/desk", f"{b}/phone"} <= set(cluster.registry())
+        await befriend(ca, cb)  # subscription requests and roster pushes cross nodes
+        cb.send_presence(pshow="away", pstatus="at lunch")
+        p = await ca.next_presence(where=lambda p: p["from"] == cb.boundjid
+                                   and p["show"] == "away")
+        assert p["status"] == "at lunch"
+        for x, y, text in ((ca, cb, "hello from n1"), (cb, ca, "hello from n2")):
+            x.send_message(mto=y.boundjid.bare, mbody=text, mtype="chat")
+            m = await y.next_message(where=lambda m, t=text: m["body"] == t)
+            assert m["from"] == x.boundjid
+        # an IQ to a full JID on the other node, and its answer back (RFC 6121 §8.5.3.1)
+        await ca.plugin["xep_0199"].ping(cb.boundjid, timeout=10)
+        # bob's second resource on the other node sees alice's message too (bare JID, equal
+        # priority: RFC 6121 §8.5.2.1.1)
+        cb2 = await connect(cluster.n1, b + "/tablet")
+        ca.send_message(mto=b, mbody="to both", mtype="chat")
+        for c in (cb, cb2):
+            await c.next_message(where=lambda m: m["body"] == "to both")
+        await cb.close()
+        p = await ca.next_presence(where=lambda p: p["from"] == f"{b}/phone"
+                                   and p["type"] == "unavailable")
+        assert f"{b}/phone" not in cluster.registry()
+        await cb2.close()
+        await ca.close()
+
+    run(body())
+
+
+def test_carbons_from_the_other_node(cluster: Cluster) -> None:
+    async def body() -> None:
+        a, ca, _b, cb = await _two(cluster)
+        ca2 = await connect(cluster.n2, a + "/laptop", plugins=("xep_0280",))
+        messages(ca2)  # every message, carbons included (slixmpp's handler takes those)
+        await ca2.plugin["xep_0280"].enable()
+        await asyncio.sleep(0.3)  # the flag reaches the other node's view of ca2
+        cb.send_message(mto=f"{a}/desk", mbody="direct to desk", mtype="chat")
+        await ca.next_message(where=lambda m: m["body"] == "direct to desk")
+        carbon = await room_message(
+            ca2, where=lambda m: m.xml.find("{urn:xmpp:carbons:2}received") is not None)
+        assert "direct to desk" in str(carbon)
+        for c in (ca, ca2, cb):
+            await c.close()
+
+    run(body())
+
+
+def test_offline_message_is_kept_for_a_user_who_logs_in_on_the_other_node(
+        cluster: Cluster) -> None:
+    async def body() -> None:
+        _a, ca, b, cb = await _two(cluster)
+        await cb.close()
+        ca.send_message(mto=b, mbody="while you were out", mtype="chat")
+        await asyncio.sleep(0.5)
+        cb = await connect(cluster.n1, b + "/back")
+        m = await cb.next_message(where=lambda m: m["body"] == "while you were out")
+        assert m.xml.find("{urn:xmpp:delay}delay") is not None
+        await ca.close()
+        await cb.close()
+
+    run(body())
+
+
+def test_resource_conflict_across_nodes(cluster: Cluster) -> None:
+    async def body() -> None:
+        b = cluster.new_user("conflict")
+        first = await connect(cluster.n1, b + "/same")
+        second = await connect(cluster.n2, b + "/same")
+        await asyncio.wait_for(first.gone, 10)
+        assert "conflict" in first.stream_errors
+        assert second.is_connected()
+        reg = cluster.registry()
+        assert '"node": "n2"' in reg[f"{b}/same"]
+        await second.close()
+
+    run(body())
+
+
+def test_blocking_applies_on_the_other_node(cluster: Cluster) -> None:
+    async def body() -> None:
+        a, ca, b, cb = await _two(cluster)
+        await cb.plugin["xep_0191"].block(a)
+        await asyncio.sleep(0.3)
+        ca.send_message(mto=b, mbody="can you hear me", mtype="chat")
+        err = await ca.next_message(where=lambda m: m["type"] == "error")
+        assert err["error"]["condition"] == "service-unavailable"
+        with pytest.raises(asyncio.TimeoutError):
+            await cb.next_message(timeout=1, where=lambda m: m["body"] == "can you hear me")
+        await cb.plugin["xep_0191"].unblock(a)
+        await asyncio.sleep(0.3)
+        ca.send_message(mto=b, mbody="and now", mtype="chat")
+        await cb.next_message(where=lambda m: m["body"] == "and now")
+        await ca.close()
+        await cb.close()
+
+    run(body())
+
+
+def test_room_with_occupants_on_both_nodes(cluster: Cluster) -> None:
+    async def body() -> None:
+        room = new_room()
+        a, b, c = (cluster.new_user(p) for p in ("own", "occ", "occ"))
+        owner = await connect(cluster.n1, a + "/r", plugins=PLUGINS)
+        o2 = await connect(cluster.n2, b + "/r", plugins=PLUGINS)
+        o3 = await connect(cluster.n1, c + "/r", plugins=PLUGINS)
+        for cl in (owner, o2, o3):
+            messages(cl)
+        await create(owner, room, "Owner")
+        for cl, nick in ((o2, "Two"), (o3, "Three")):
+            pres = await join(cl, room, nick)
+            assert 110 in codes(pres)
+        owner.send_message(mto=room, mbody="everyone?", mtype="groupchat")
+        for cl in (owner, o2, o3):
+            m = await room_message(cl, where=lambda m: m["body"] == "everyone?")
+            assert str(m["from"]) == f"{room}/Owner"
+        # o2 disconnects without leaving: the room (on whichever node) drops it (§18.1.2)
+        await o2.close()
+        p = await o3.next_presence(where=lambda p: str(p["from"]) == f"{room}/Two")
+        assert p["type"] == "unavailable"
+        for cl in (owner, o3):
+            await cl.close()
+
+    run(body())
+
+
+def test_a_node_that_dies_takes_its_sessions_with_it(cluster: Cluster) -> None:
+    """SIGKILL one node: the other ends its resources (contacts see them unavailable), then
+    a message to such a user is stored offline, not handed to the dead node."""
+    async def body() -> None:
+        _a, ca, b, cb = await _two(cluster, "survivor", "victim")
+        await befriend(ca, cb)
+        cluster.n2.kill()
+        try:
+            p = await ca.next_presence(timeout=15, where=lambda p: p["from"] == cb.boundjid
+                                       and p["type"] == "unavailable")
+            assert p["type"] == "unavailable"
+            assert f"{b}/phone" not in cluster.registry()
+            ca.send_message(mto=b, mbody="are you there", mtype="chat")
+            await asyncio.sleep(0.5)
+            cb.abort()
+            again = await connect(cluster.n1, b + "/phone")
+            await again.next_message(where=lambda m: m["body"] == "are you there")
+            await again.close()
+            await ca.close()
+        finally:
+            cluster.n2.start()
+
+    run(body(), timeout=90)

@@ -1,0 +1,483 @@
+"""Several xmppd nodes sharing one database and one Redis (ARCHITECTURE "Cluster seam").
+
+Each node keeps its own connections. Redis holds, under the configured prefix ``p``:
+
+* ``p:sessions`` (hash): full JID -> JSON state of a bound resource, written by the node that
+  holds the connection (node, availability, priority, presence, flags other nodes need);
+* ``p:nodes`` (sorted set): node id -> the time until which it counts as alive, pushed
+  forward by its heartbeat (the nodes' clocks are assumed to agree within a second, NTP);
+
+and carries over pub/sub ``p:events`` (resource state, cache invalidations) and
+``p:to:<id>`` (stanzas for one node's sessions, or for it to route).
+
+Other nodes' resources appear in the SessionManager as RemoteSession proxies: routing,
+presence, carbons and plugins see every resource of a user (RFC 6121 §8.5 needs them all)
+without knowing where they are. A stanza a proxy cannot hand over (node gone, resource gone
+meanwhile) is delivered again from the current view, stored offline or bounced; never dropped.
+
+Component domains (MUC) keep their state in memory, so each room lives on one node: the
+highest rendezvous hash of (room, node) over the live nodes (ARCHITECTURE "Cluster seam").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import txredisapi
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.words.xish.domish import Element
+
+from xmppd import hooks as H
+from xmppd import stanza as st
+from xmppd.errors import StanzaError, StreamError
+from xmppd.jid import JID
+from xmppd.sessions import SHARED_FLAGS, SessionData
+from xmppd.xmlstream import parse_fragment
+
+if TYPE_CHECKING:
+    from xmppd.server import XmppServer
+    from xmppd.sessions import Session
+
+log = Logger(namespace="xmppd.cluster")
+
+MAX_HOPS = 3  # a stanza handed between nodes whose views briefly disagree
+
+
+class RemoteSession:
+    """A resource bound on another node (the Session protocol, forwarding over Redis)."""
+
+    kind = "remote"
+
+    def __init__(self, cluster: Cluster, state: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.jid: JID | None = JID.parse(state["jid"])
+        self.host = self.jid.domain
+        self.node: str = state["node"]
+        self.peer = f"node {self.node}"
+        self.bound_at: float = state["bound_at"]
+        self.available = False
+        self.priority = 0
+        self.presence: Element | None = None
+        self.data: dict[str, Any] = {}
+        self.update(state)
+
+    def update(self, state: dict[str, Any]) -> None:
+        self.available = bool(state.get("available"))
+        self.priority = int(state.get("priority", 0))
+        xml = state.get("presence")
+        self.presence = parse_fragment(xml) if xml else None
+        self.data = dict(state.get("data") or {})
+
+    def send(self, stanza: Element) -> None:
+        self.cluster.forward_to_session(self, stanza, self.cluster.hops)
+
+    def send_raw(self, data: str) -> None:
+        self.cluster.to_node(self.node, {"op": "raw", "to": str(self.jid), "data": data})
+
+    def close(self, error: StreamError | None = None) -> None:
+        msg: dict[str, Any] = {"op": "close", "to": str(self.jid)}
+        if error is not None:
+            msg["condition"], msg["text"] = error.condition, error.text
+        self.cluster.to_node(self.node, msg)
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Cluster:
+    def __init__(self, server: XmppServer) -> None:
+        self.server = server
+        cfg = server.config.cluster
+        self.node = cfg.node or default_node_id()
+        self.prefix = cfg.prefix
+        self.heartbeat = cfg.heartbeat
+        self.node_timeout = cfg.node_timeout
+        url = urlsplit(cfg.redis_url)
+        self._redis_host = url.hostname or "127.0.0.1"
+        self._redis_port = url.port or 6379
+        self._redis_db = int(url.path.strip("/") or 0)
+        self._redis_password = url.password
+        self.redis: Any = None
+        self._sub_factory: Any = None
+        self.alive: set[str] = {self.node}
+        self._beat: LoopingCall | None = None
+        self._pending: set[defer.Deferred[Any]] = set()
+        self.hops = 0  # > 0 while a stanza that bounced between nodes is delivered again
+
+    # -- keys ---------------------------------------------------------------------------------
+    @property
+    def sessions_key(self) -> str:
+        return f"{self.prefix}:sessions"
+
+    @property
+    def events_channel(self) -> str:
+        return f"{self.prefix}:events"
+
+    def node_channel(self, node: str) -> str:
+        return f"{self.prefix}:to:{node}"
+
+    @property
+    def nodes_key(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    async def _announce_alive(self) -> None:
+        now = self.server.clock.seconds()
+        await self.redis.zadd(self.nodes_key, now + self.node_timeout, self.node)
+
+    # -- start / stop -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.redis = await txredisapi.Connection(
+            self._redis_host, self._redis_port, dbid=self._redis_db, reconnect=True,
+            password=self._redis_password, convertNumbers=False)
+        await self._clear_own_entries(self.redis)
+        await self.redis.delete(f"{self.prefix}:reap:{self.node}")  # reapable again
+        await self._announce_alive()
+        factory = _SubscriberFactory(self)
+        factory.password = self._redis_password
+        self._sub_factory = factory
+        factory.startConnecting(TCP4ClientEndpoint(self.server.reactor, self._redis_host,
+                                                   self._redis_port))
+        await factory.ready
+        await self._load_sessions()
+        self._beat = LoopingCall(self._heartbeat)
+        self._beat.clock = self.server.clock
+        self._beat.start(self.heartbeat, now=False)
+        log.info("cluster node {node} joined ({n} nodes alive)", node=self.node,
+                 n=len(self.alive))
+
+    async def stop(self) -> None:
+        """Leave: our entries go, and the others forget our resources at once (the sessions
+        have ended here already, so their contacts were told)."""
+        if self._beat is not None and self._beat.running:
+            self._beat.stop()
+        while self._pending:  # writes that sessions ending during shutdown started
+            await defer.DeferredList(list(self._pending), consumeErrors=True)
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            await self._clear_own_entries(redis)
+            await redis.zrem(self.nodes_key, self.node)
+            await redis.publish(self.events_channel,
+                                json.dumps({"op": "left", "node": self.node}))
+            await redis.disconnect()
+        if self._sub_factory is not None:
+            await self._sub_factory.disconnect()
+
+    async def _clear_own_entries(self, redis: Any) -> None:
+        """Remove what this node id registered (at start: what a previous run left)."""
+        entries = await redis.hgetall(self.sessions_key)
+        stale = [k for k, v in entries.items() if json.loads(v).get("node") == self.node]
+        if stale:
+            await redis.hdel(self.sessions_key, stale)
+
+    async def _load_sessions(self) -> set[str]:
+        self.alive |= await self._live_nodes()
+        entries = await self.redis.hgetall(self.sessions_key)
+        present: set[str] = set()
+        for raw in entries.values():
+            state = json.loads(raw)
+            if state["node"] in self.alive and state["node"] != self.node:
+                self._remote_bound(state)
+                present.add(state["jid"])
+        return present
+
+    async def resync(self) -> None:
+        """After the pub/sub connection came back: events may have been missed, so the view
+        of other nodes' resources is rebuilt from the registry."""
+        present = await self._load_sessions()
+        for proxies in list(self.server.sessions.remote_tables()):
+            for proxy in proxies:
+                if str(proxy.jid) not in present:
+                    self._remote_unbound(proxy)
+
+    async def _live_nodes(self) -> set[str]:
+        now = self.server.clock.seconds()
+        live: list[str] = await self.redis.zrangebyscore(self.nodes_key, now, "+inf")
+        return set(live)
+
+    # -- liveness -----------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        try:
+            await self._announce_alive()
+            live = await self._live_nodes() | {self.node}
+        except Exception:
+            log.failure("cluster heartbeat failed")
+            return
+        for node in self.alive - live:
+            await self.node_gone(node)
+        self.alive |= live
+
+    async def node_gone(self, node: str) -> None:
+        """A node stopped without unbinding (crash, partition). Its resources end here; one node
+        (the one that wins the reap lock) runs the full session end for each (presence
+        unavailable to contacts, RFC 6121 §4.6), the others just forget them."""
+        if node not in self.alive:
+            return
+        self.alive.discard(node)
+        proxies = self.server.sessions.remote_of_node(node)
+        reaper = not self.left and bool(await self.redis.set(
+            f"{self.prefix}:reap:{node}", self.node, expire=60, only_if_not_exists=True))
+        log.warn("cluster node {node} is gone; {n} resources ended{by}", node=node,
+                 n=len(proxies), by=" (reaping)" if reaper else "")
+        for proxy in proxies:
+            if reaper:
+                self.server.end_session(proxy, "cluster node lost")
+            self._remote_unbound(proxy, ended=True)
+        if reaper and not self.left:
+            if proxies:
+                await self.redis.hdel(self.sessions_key, [str(p.jid) for p in proxies])
+            await self.redis.zrem(self.nodes_key, node)
+
+    # -- this node's sessions -> Redis (SessionManager listener) ------------------------------
+    def state_of(self, session: Session, bound_at: float) -> dict[str, Any]:
+        shared = {k: v for k, v in session.data.items() if k in SHARED_FLAGS}
+        presence = session.presence
+        return {"node": self.node, "jid": str(session.jid), "bound_at": bound_at,
+                "available": session.available, "priority": session.priority,
+                "presence": st.serialize(presence) if presence is not None else None,
+                "data": shared}
+
+    @property
+    def left(self) -> bool:
+        """Shut down: our entries are gone from Redis, and the other nodes forgot us."""
+        return self.redis is None
+
+    def bound(self, session: Session) -> None:
+        session.data["cluster_bound_at"] = self.server.clock.seconds()
+        if isinstance(session.data, SessionData):
+            session.data.on_change = lambda: self.changed(session)
+        if not self.left:
+            self._publish_state("bind", session)
+
+    def changed(self, session: Session) -> None:
+        if session.jid is not None and "cluster_bound_at" in session.data and not self.left:
+            self._publish_state("update", session)
+
+    def unbound(self, session: Session) -> None:
+        bound_at = session.data.get("cluster_bound_at")
+        if session.jid is None or bound_at is None or self.left:
+            return
+        full = str(session.jid)
+        msg = json.dumps({"op": "unbind", "node": self.node, "jid": full, "bound_at": bound_at})
+        self._track(self._unbind(full, bound_at, msg))
+
+    async def _unbind(self, full: str, bound_at: float, msg: str) -> None:
+        current = await self.redis.hget(self.sessions_key, full)
+        if current is not None:
+            state = json.loads(current)
+            if state.get("node") == self.node and state.get("bound_at") == bound_at:
+                await self.redis.hdel(self.sessions_key, full)
+        await self.redis.publish(self.events_channel, msg)
+
+    def _publish_state(self, op: str, session: Session) -> None:
+        state = self.state_of(session, session.data["cluster_bound_at"])
+        raw = json.dumps(state)
+        self._track(self._write_state(str(session.jid), raw, json.dumps({"op": op,
+                                                                          "state": state})))
+
+    async def _write_state(self, full: str, raw: str, event: str) -> None:
+        await self.redis.hset(self.sessions_key, full, raw)
+        await self.redis.publish(self.events_channel, event)
+
+    def invalidate(self, cache: str, key: str) -> None:
+        """Tell the other nodes to drop their copy of a user's cached data."""
+        if self.left:
+            return
+        self._track(self.redis.publish(self.events_channel, json.dumps(
+            {"op": "invalidate", "node": self.node, "cache": cache, "key": key})))
+
+    def _track(self, d: Any) -> None:
+        if not isinstance(d, defer.Deferred):
+            d = defer.Deferred.fromCoroutine(d)
+        self._pending.add(d)
+
+        def done(result: object) -> None:
+            self._pending.discard(d)
+            if isinstance(result, Exception) or hasattr(result, "getErrorMessage"):
+                log.error("cluster write failed: {err}", err=result)
+
+        d.addBoth(done)
+
+    # -- events from other nodes ----------------------------------------------------------------
+    def on_event(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op in ("bind", "update"):
+            state = msg["state"]
+            if state["node"] != self.node:
+                self.alive.add(state["node"])
+                self._remote_bound(state)
+        elif op == "unbind" and msg["node"] != self.node:
+            proxy = self.server.sessions.remote(JID.parse(msg["jid"]))
+            if proxy is not None and proxy.node == msg["node"] and (
+                    proxy.bound_at == msg["bound_at"]):
+                self._remote_unbound(proxy)
+        elif op == "invalidate" and msg["node"] != self.node:
+            self.server.caches.drop(msg["cache"], msg["key"])
+        elif op == "left" and msg["node"] != self.node:
+            self.alive.discard(msg["node"])
+            for proxy in self.server.sessions.remote_of_node(msg["node"]):
+                self._remote_unbound(proxy, ended=True)
+
+    def _remote_bound(self, state: dict[str, Any]) -> None:
+        sessions = self.server.sessions
+        jid = JID.parse(state["jid"])
+        proxy = sessions.remote(jid)
+        if proxy is not None and proxy.node == state["node"] and proxy.bound_at == state[
+                "bound_at"]:
+            proxy.update(state)
+            return
+        local = sessions.get_local(jid)
+        if local is not None:
+            # Bound here and there at once: the later bind wins (RFC 6120 §7.7.2.2).
+            mine = local.data.get("cluster_bound_at", 0.0)
+            if (mine, self.node) > (state["bound_at"], state["node"]):
+                return
+            self.server.end_session(local, "replaced")
+            local.close(StreamError("conflict", "Replaced by new connection"))
+        if proxy is not None:
+            self._remote_unbound(proxy)
+        sessions.add_remote(RemoteSession(self, state))
+
+    def _remote_unbound(self, proxy: RemoteSession, ended: bool = False) -> None:
+        if self.server.sessions.unbind(proxy) or ended:
+            host = self.server.hosts.get(proxy.host)
+            if host is not None:
+                self._track(host.hooks.fire(H.REMOTE_SESSION_ENDED, H.SessionEvent(proxy)))
+
+    # -- stanzas between nodes -------------------------------------------------------------------
+    def to_node(self, node: str, msg: dict[str, Any]) -> defer.Deferred[Any]:
+        """Publish to a node; fires with the number of nodes that got it (0: it is gone)."""
+        if self.left:
+            return defer.succeed(0)
+        d: defer.Deferred[Any] = self.redis.publish(self.node_channel(node), json.dumps(msg))
+        return d
+
+    def forward_to_session(self, proxy: RemoteSession, stanza: Element, hops: int = 0) -> None:
+        msg = {"op": "send", "to": str(proxy.jid), "xml": st.serialize(stanza), "hops": hops}
+        d = self.to_node(proxy.node, msg)
+
+        def published(receivers: Any) -> None:
+            if int(receivers) == 0:  # nobody listens on that node's channel: it is gone
+                self._track(self._lost_node_rescue(proxy, stanza, hops))
+
+        d.addCallback(published)
+        d.addErrback(lambda f: self._track(self._lost_node_rescue(proxy, stanza, hops)))
+        self._track(d)
+
+    async def _lost_node_rescue(self, proxy: RemoteSession, stanza: Element, hops: int) -> None:
+        await self.node_gone(proxy.node)
+        self._remote_unbound(proxy)
+        await self.redeliver(stanza, hops + 1)
+
+    def forward_route(self, node: str, stanza: Element) -> defer.Deferred[Any]:
+        """Hand a stanza (its 'from' already verified) to another node's router."""
+        return self.to_node(node, {"op": "route", "xml": st.serialize(stanza)})
+
+    def on_node_message(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "route":
+            # handled here even if our view of the owner differs (no ping-pong)
+            self._track(self.server.router.route(parse_fragment(msg["xml"]), None,
+                                                 forwarded=True))
+            return
+        target = self.server.sessions.get_local(JID.parse(msg["to"]))
+        if op == "send":
+            stanza = parse_fragment(msg["xml"])
+            if target is not None and not target.data.get("ended"):
+                target.send(stanza)
+            else:
+                self._track(self.redeliver(stanza, int(msg.get("hops", 0)) + 1))
+        elif target is not None and op == "raw":
+            target.send_raw(msg["data"])
+        elif target is not None and op == "close":
+            cond = msg.get("condition")
+            target.close(StreamError(cond, msg.get("text")) if cond else None)
+
+    async def redeliver(self, stanza: Element, hops: int) -> None:
+        """The resource a stanza was handed to is gone: deliver it from the current view
+        (RFC 6121 §8.5.3.2: a message falls back to the bare JID, then offline storage;
+        an IQ request is answered service-unavailable; presence is ignored)."""
+        router = self.server.router
+        if stanza.name == "iq":
+            if stanza.getAttribute("type") in ("get", "set"):
+                await router.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        if stanza.name != "message":
+            return
+        to, frm = JID.parse(stanza.attributes["to"]), JID.parse(stanza.attributes["from"])
+        host = self.server.hosts.get(to.domain)
+        if host is None:
+            return
+        ev = H.StanzaEvent(stanza, frm, to if hops < MAX_HOPS else to.bare, None)
+        if hops >= MAX_HOPS:  # views still disagree: keep it rather than pass it around
+            if await host.hooks.fire(H.MESSAGE_UNDELIVERED, ev):
+                return
+            await router.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        self.hops = hops  # proxies this delivery hands the stanza to carry the count on
+        try:
+            d = defer.Deferred.fromCoroutine(self.server.sessions.deliver_message(host, ev))
+        finally:
+            self.hops = 0
+        try:
+            await d
+        except StanzaError as err:
+            await router.bounce(stanza, err)
+
+    def node_of_iq(self, iq_id: str) -> str | None:
+        """The live node whose IqRegistry made this id (``xmppd.<node>-<n>``), if another."""
+        if not iq_id.startswith("xmppd."):
+            return None
+        node = iq_id[6:].rsplit("-", 1)[0]
+        return node if node != self.node and node in self.alive else None
+
+    # -- component ownership -----------------------------------------------------------------
+    def owner(self, key: str) -> str:
+        """The live node that holds ``key`` (a room): highest rendezvous hash."""
+        return max(self.alive, key=lambda n: hashlib.sha1(f"{n}|{key}".encode()).digest())
+
+
+class _Subscriber(txredisapi.SubscriberProtocol):
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:  # noqa: N802
+        cluster: Cluster = self.factory.cluster
+        try:
+            msg = json.loads(message)
+            if channel == cluster.events_channel:
+                cluster.on_event(msg)
+            else:
+                cluster.on_node_message(msg)
+        except Exception:
+            log.failure("bad cluster message on {channel}", channel=channel)
+
+
+class _SubscriberFactory(txredisapi.SubscriberFactory):
+    """One pub/sub connection; (re)subscribes to this node's channels on every connect."""
+
+    protocol = _Subscriber
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.ready: defer.Deferred[None] = defer.Deferred()
+
+    def _connectionReady(self, conn: Any) -> None:  # noqa: N802
+        super()._connectionReady(conn)
+        cluster = self.cluster
+        d = conn.subscribe([cluster.events_channel, cluster.node_channel(cluster.node)])
+
+        def subscribed(_: object) -> None:
+            if not self.ready.called:
+                self.ready.callback(None)
+
+        d.addCallback(subscribed)
+        if self.ready.called:  # a reconnection: catch up on what we missed
+            d.addCallback(lambda _: defer.Deferred.fromCoroutine(cluster.resync()))
+            d.addErrback(lambda f: log.failure("cluster resync failed", f))
