@@ -53,6 +53,7 @@ class Offline(Plugin):
         await self.keep(user, s)
         # The user may have come online while this was being committed (after the drain of
         # their new session read the queue): deliver now rather than at the next login.
+        await self.host.refresh_sessions(user)  # on any node of a cluster
         ready = [x for x in self.host.available_sessions(user) if x.priority >= 0]
         if ready and user.bare_str not in self._draining:
             self.host.track(Deferred.fromCoroutine(self.drain(H.SessionEvent(ready[0]))))

@@ -59,9 +59,10 @@ class Database:
             url = self.url
             if "charset" not in url.query:
                 url = url.update_query_dict({"charset": "utf8mb4"})
-            return create_engine(url, pool_size=pool_size, pool_pre_ping=True,
-                                 pool_recycle=3600)
-        return create_engine(self.url, pool_size=pool_size, pool_pre_ping=True)
+            return create_engine(url, pool_size=pool_size, pool_recycle=3600)
+        # No pre-ping (a round trip before every statement): a connection the server closed
+        # fails its first use, is invalidated, and the work runs again (read/write below).
+        return create_engine(self.url, pool_size=pool_size)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, reactor: Any = None) -> None:
@@ -95,14 +96,21 @@ class Database:
 
     def read(self, fn: Callable[[Connection], T]) -> defer.Deferred[T]:
         def work() -> T:
-            with self.engine.connect() as conn:
-                return fn(conn)
+            for attempt in range(2):
+                try:
+                    with self.engine.connect() as conn:
+                        return fn(conn)
+                except DBAPIError as exc:
+                    if attempt == 1 or not exc.connection_invalidated:
+                        raise
+            raise AssertionError("unreachable")
 
         return self._run(work)
 
     def write(self, fn: Callable[[Connection], T]) -> defer.Deferred[T]:
         """Run ``fn`` in a transaction, committed before the Deferred fires. A transaction
-        the database aborted as a deadlock victim is retried (it changed nothing)."""
+        the database aborted as a deadlock victim is retried (it changed nothing), and so is
+        one whose pooled connection the server had closed (it never started)."""
 
         def work() -> T:
             for attempt in range(5):
@@ -110,7 +118,7 @@ class Database:
                     with self.engine.begin() as conn:
                         return fn(conn)
                 except DBAPIError as exc:
-                    if attempt == 4 or not _is_deadlock(exc):
+                    if attempt == 4 or not (_is_deadlock(exc) or exc.connection_invalidated):
                         raise
                     time.sleep(0.01 * (attempt + 1))
             raise AssertionError("unreachable")

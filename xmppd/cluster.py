@@ -2,8 +2,9 @@
 
 Each node keeps its own connections. Redis holds, under the configured prefix ``p``:
 
-* ``p:sessions`` (hash): full JID -> JSON state of a bound resource, written by the node that
-  holds the connection (node, availability, priority, presence, flags other nodes need);
+* ``p:u:<bare JID>`` (hash per user): resource -> JSON state of a bound resource, written by
+  the node that holds the connection (node, availability, priority, presence, flags other
+  nodes need);
 * ``p:nodes`` (sorted set): node id -> the time until which it counts as alive, pushed
   forward by its heartbeat (the nodes' clocks are assumed to agree within a second, NTP);
 
@@ -33,6 +34,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
 
 from xmppd import hooks as H
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 log = Logger(namespace="xmppd.cluster")
 
 MAX_HOPS = 3  # a stanza handed between nodes whose views briefly disagree
+BOUND_AT, TOKEN, WRITTEN = "cluster_bound_at", "cluster_token", "cluster_written"
+SEQ = "cluster_seq"  # each state written of a session counts up: an older one never wins
 
 
 class RemoteSession:
@@ -63,6 +67,7 @@ class RemoteSession:
         self.node: str = state["node"]
         self.peer = f"node {self.node}"
         self.bound_at: float = state["bound_at"]
+        self.token: str = state["token"]
         self.available = False
         self.priority = 0
         self.presence: Element | None = None
@@ -70,6 +75,7 @@ class RemoteSession:
         self.update(state)
 
     def update(self, state: dict[str, Any]) -> None:
+        self.seq: int = state["seq"]
         self.available = bool(state.get("available"))
         self.priority = int(state.get("priority", 0))
         xml = state.get("presence")
@@ -93,6 +99,29 @@ def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+# Registry writes are scripts so that a node never overwrites or removes an entry another
+# node has taken over (the later bind of the same full JID wins, RFC 6120 §7.7.2.2), and
+# each write and its event reach Redis as one step.
+_SCRIPT_BIND = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+_SCRIPT_UPDATE = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v or cjson.decode(v).token ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+_SCRIPT_UNBIND = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and cjson.decode(v).token == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if ARGV[3] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[3]) end
+return 1
+"""
+
+
 class Cluster:
     def __init__(self, server: XmppServer) -> None:
         self.server = server
@@ -108,15 +137,34 @@ class Cluster:
         self._redis_password = url.password
         self.redis: Any = None
         self._sub_factory: Any = None
-        self.alive: set[str] = {self.node}
+        self._alive: set[str] = {self.node}
         self._beat: LoopingCall | None = None
         self._pending: set[defer.Deferred[Any]] = set()
+        self._outbox: dict[str, tuple[list[dict[str, Any]], list[defer.Deferred[int]]]] = {}
+        self._flush_call: Any = None
         self.hops = 0  # > 0 while a stanza that bounced between nodes is delivered again
 
-    # -- keys ---------------------------------------------------------------------------------
     @property
-    def sessions_key(self) -> str:
-        return f"{self.prefix}:sessions"
+    def alive(self) -> set[str]:
+        """The nodes we believe alive (ourselves included). Assign to change it: a change is
+        announced with CLUSTER_CHANGED."""
+        return set(self._alive)
+
+    @alive.setter
+    def alive(self, nodes: set[str]) -> None:
+        if nodes == self._alive:
+            return
+        self._alive = set(nodes)
+        for host in self.server.hosts.values():
+            self._track(host.hooks.fire(H.CLUSTER_CHANGED, None))
+
+    def _node_seen(self, node: str) -> None:
+        if node not in self._alive:
+            self.alive = self._alive | {node}
+
+    # -- keys ---------------------------------------------------------------------------------
+    def user_key(self, bare: str) -> str:
+        return f"{self.prefix}:u:{bare}"
 
     @property
     def events_channel(self) -> str:
@@ -152,13 +200,14 @@ class Cluster:
         self._beat.clock = self.server.clock
         self._beat.start(self.heartbeat, now=False)
         log.info("cluster node {node} joined ({n} nodes alive)", node=self.node,
-                 n=len(self.alive))
+                 n=len(self._alive))
 
     async def stop(self) -> None:
         """Leave: our entries go, and the others forget our resources at once (the sessions
         have ended here already, so their contacts were told)."""
         if self._beat is not None and self._beat.running:
             self._beat.stop()
+        self._flush()
         while self._pending:  # writes that sessions ending during shutdown started
             await defer.DeferredList(list(self._pending), consumeErrors=True)
         redis, self.redis = self.redis, None
@@ -171,22 +220,33 @@ class Cluster:
         if self._sub_factory is not None:
             await self._sub_factory.disconnect()
 
+    async def _registry(self, redis: Any) -> dict[str, dict[str, str]]:
+        """Every user's entries: user key -> {resource: state JSON}."""
+        out: dict[str, dict[str, str]] = {}
+        cursor: Any = 0
+        while True:
+            cursor, keys = await redis.scan(cursor, f"{self.prefix}:u:*", 1000)
+            for key in keys:
+                out[key] = await redis.hgetall(key)
+            if int(cursor) == 0:
+                return out
+
     async def _clear_own_entries(self, redis: Any) -> None:
         """Remove what this node id registered (at start: what a previous run left)."""
-        entries = await redis.hgetall(self.sessions_key)
-        stale = [k for k, v in entries.items() if json.loads(v).get("node") == self.node]
-        if stale:
-            await redis.hdel(self.sessions_key, stale)
+        for key, entries in (await self._registry(redis)).items():
+            stale = [r for r, v in entries.items() if json.loads(v).get("node") == self.node]
+            if stale:
+                await redis.hdel(key, stale)
 
     async def _load_sessions(self) -> set[str]:
-        self.alive |= await self._live_nodes()
-        entries = await self.redis.hgetall(self.sessions_key)
+        self.alive = self._alive | await self._live_nodes()
         present: set[str] = set()
-        for raw in entries.values():
-            state = json.loads(raw)
-            if state["node"] in self.alive and state["node"] != self.node:
-                self._remote_bound(state)
-                present.add(state["jid"])
+        for entries in (await self._registry(self.redis)).values():
+            for raw in entries.values():
+                state = json.loads(raw)
+                if state["node"] in self.alive and state["node"] != self.node:
+                    self._remote_bound(state)
+                    present.add(state["jid"])
         return present
 
     async def resync(self) -> None:
@@ -197,6 +257,28 @@ class Cluster:
             for proxy in proxies:
                 if str(proxy.jid) not in present:
                     self._remote_unbound(proxy)
+
+    async def refresh(self, bare: str) -> bool:
+        """Bring our view of one user's resources up to date from the registry (events may
+        still be on their way): asked before a message is stored offline, so a user who has
+        just come online on another node gets it now. True if the view changed."""
+        if self.left:
+            return False
+        entries = await self.redis.hgetall(self.user_key(bare))
+        sessions = self.server.sessions
+        changed = False
+        for raw in entries.values():
+            state = json.loads(raw)
+            if state["node"] == self.node:
+                continue
+            proxy = sessions.remote(JID.parse(state["jid"]))
+            if proxy is None or proxy.token != state["token"] or proxy.seq < state["seq"]:
+                self._node_seen(state["node"])
+                self._remote_bound(state)
+                changed = True
+        # Proxies missing from the answer are left alone: their bind event may have overtaken
+        # it. A stale proxy costs a hand-over that comes back (redeliver), never a stanza.
+        return changed
 
     async def _live_nodes(self) -> set[str]:
         now = self.server.clock.seconds()
@@ -211,17 +293,17 @@ class Cluster:
         except Exception:
             log.failure("cluster heartbeat failed")
             return
-        for node in self.alive - live:
+        for node in self._alive - live:
             await self.node_gone(node)
-        self.alive |= live
+        self.alive = self._alive | live
 
     async def node_gone(self, node: str) -> None:
         """A node stopped without unbinding (crash, partition). Its resources end here; one node
         (the one that wins the reap lock) runs the full session end for each (presence
         unavailable to contacts, RFC 6121 §4.6), the others just forget them."""
-        if node not in self.alive:
+        if node not in self._alive:
             return
-        self.alive.discard(node)
+        self.alive = self._alive - {node}
         proxies = self.server.sessions.remote_of_node(node)
         reaper = not self.left and bool(await self.redis.set(
             f"{self.prefix}:reap:{node}", self.node, expire=60, only_if_not_exists=True))
@@ -232,60 +314,81 @@ class Cluster:
                 self.server.end_session(proxy, "cluster node lost")
             self._remote_unbound(proxy, ended=True)
         if reaper and not self.left:
-            if proxies:
-                await self.redis.hdel(self.sessions_key, [str(p.jid) for p in proxies])
+            for proxy in proxies:
+                assert proxy.jid is not None
+                await self.redis.eval(_SCRIPT_UNBIND, [self.user_key(proxy.jid.bare_str), ""],
+                                      [proxy.jid.resource, proxy.token, ""])
             await self.redis.zrem(self.nodes_key, node)
 
     # -- this node's sessions -> Redis (SessionManager listener) ------------------------------
-    def state_of(self, session: Session, bound_at: float) -> dict[str, Any]:
-        shared = {k: v for k, v in session.data.items() if k in SHARED_FLAGS}
-        presence = session.presence
-        return {"node": self.node, "jid": str(session.jid), "bound_at": bound_at,
-                "available": session.available, "priority": session.priority,
-                "presence": st.serialize(presence) if presence is not None else None,
-                "data": shared}
-
     @property
     def left(self) -> bool:
         """Shut down: our entries are gone from Redis, and the other nodes forgot us."""
         return self.redis is None
 
+    def state_of(self, session: Session) -> dict[str, Any]:
+        shared = {k: v for k, v in session.data.items() if k in SHARED_FLAGS}
+        presence = session.presence
+        seq = session.data[SEQ] = session.data.get(SEQ, 0) + 1
+        return {"node": self.node, "jid": str(session.jid), "token": session.data[TOKEN],
+                "seq": seq,
+                "bound_at": session.data[BOUND_AT], "available": session.available,
+                "priority": session.priority,
+                "presence": st.serialize(presence) if presence is not None else None,
+                "data": shared}
+
     def bound(self, session: Session) -> None:
-        session.data["cluster_bound_at"] = self.server.clock.seconds()
+        now = self.server.clock.seconds()
+        session.data[BOUND_AT] = now
+        session.data[TOKEN] = f"{self.node}/{now!r}"
         if isinstance(session.data, SessionData):
             session.data.on_change = lambda: self.changed(session)
-        if not self.left:
-            self._publish_state("bind", session)
+        self._write("bind", session)
 
     def changed(self, session: Session) -> None:
-        if session.jid is not None and "cluster_bound_at" in session.data and not self.left:
-            self._publish_state("update", session)
+        if session.jid is not None and TOKEN in session.data:
+            self._write("update", session)
+
+    def _write(self, op: str, session: Session) -> None:
+        if self.left:
+            return
+        assert session.jid is not None
+        state = self.state_of(session)
+        event = json.dumps({"op": op, "state": state})
+        keys = [self.user_key(session.jid.bare_str), self.events_channel]
+        if op == "bind":
+            d = self.redis.eval(_SCRIPT_BIND, keys, [session.jid.resource, json.dumps(state),
+                                                      event])
+        else:
+            d = self.redis.eval(_SCRIPT_UPDATE, keys, [session.jid.resource, json.dumps(state),
+                                                        event, state["token"]])
+        session.data[WRITTEN] = d
+        self._track(d)
+
+    def flushed(self, session: Session) -> defer.Deferred[Any]:
+        """Fires once the session's last state write is in Redis (so a node that checks the
+        registry after this sees it)."""
+        d = session.data.get(WRITTEN)
+        if d is None or d.called:
+            return defer.succeed(None)
+        waiter: defer.Deferred[Any] = defer.Deferred()
+
+        def written(result: object) -> object:
+            waiter.callback(None)
+            return result
+
+        d.addBoth(written)
+        return waiter
 
     def unbound(self, session: Session) -> None:
-        bound_at = session.data.get("cluster_bound_at")
-        if session.jid is None or bound_at is None or self.left:
+        token = session.data.get(TOKEN)
+        if session.jid is None or token is None or self.left:
             return
-        full = str(session.jid)
-        msg = json.dumps({"op": "unbind", "node": self.node, "jid": full, "bound_at": bound_at})
-        self._track(self._unbind(full, bound_at, msg))
-
-    async def _unbind(self, full: str, bound_at: float, msg: str) -> None:
-        current = await self.redis.hget(self.sessions_key, full)
-        if current is not None:
-            state = json.loads(current)
-            if state.get("node") == self.node and state.get("bound_at") == bound_at:
-                await self.redis.hdel(self.sessions_key, full)
-        await self.redis.publish(self.events_channel, msg)
-
-    def _publish_state(self, op: str, session: Session) -> None:
-        state = self.state_of(session, session.data["cluster_bound_at"])
-        raw = json.dumps(state)
-        self._track(self._write_state(str(session.jid), raw, json.dumps({"op": op,
-                                                                          "state": state})))
-
-    async def _write_state(self, full: str, raw: str, event: str) -> None:
-        await self.redis.hset(self.sessions_key, full, raw)
-        await self.redis.publish(self.events_channel, event)
+        event = json.dumps({"op": "unbind", "node": self.node, "jid": str(session.jid),
+                            "token": token})
+        self._track(self.redis.eval(
+            _SCRIPT_UNBIND, [self.user_key(session.jid.bare_str), self.events_channel],
+            [session.jid.resource, token, event]))
 
     def invalidate(self, cache: str, key: str) -> None:
         """Tell the other nodes to drop their copy of a user's cached data."""
@@ -299,10 +402,12 @@ class Cluster:
             d = defer.Deferred.fromCoroutine(d)
         self._pending.add(d)
 
-        def done(result: object) -> None:
+        def done(result: object) -> object:
             self._pending.discard(d)
-            if isinstance(result, Exception) or hasattr(result, "getErrorMessage"):
-                log.error("cluster write failed: {err}", err=result)
+            if isinstance(result, Failure):
+                log.failure("cluster operation failed", result)
+                return None
+            return result
 
         d.addBoth(done)
 
@@ -312,32 +417,33 @@ class Cluster:
         if op in ("bind", "update"):
             state = msg["state"]
             if state["node"] != self.node:
-                self.alive.add(state["node"])
+                self._node_seen(state["node"])
                 self._remote_bound(state)
         elif op == "unbind" and msg["node"] != self.node:
             proxy = self.server.sessions.remote(JID.parse(msg["jid"]))
-            if proxy is not None and proxy.node == msg["node"] and (
-                    proxy.bound_at == msg["bound_at"]):
+            if proxy is not None and proxy.token == msg["token"]:
                 self._remote_unbound(proxy)
         elif op == "invalidate" and msg["node"] != self.node:
             self.server.caches.drop(msg["cache"], msg["key"])
         elif op == "left" and msg["node"] != self.node:
-            self.alive.discard(msg["node"])
-            for proxy in self.server.sessions.remote_of_node(msg["node"]):
-                self._remote_unbound(proxy, ended=True)
+            # Whatever it still had bound ended without a word (aborted at shutdown): end
+            # those here as for a node that died, so contacts get unavailable presence.
+            self._track(self.node_gone(msg["node"]))
 
     def _remote_bound(self, state: dict[str, Any]) -> None:
         sessions = self.server.sessions
         jid = JID.parse(state["jid"])
         proxy = sessions.remote(jid)
-        if proxy is not None and proxy.node == state["node"] and proxy.bound_at == state[
-                "bound_at"]:
-            proxy.update(state)
+        if proxy is not None and proxy.token == state["token"]:
+            if state["seq"] > proxy.seq:  # not an older state than we have (refresh vs event)
+                proxy.update(state)
             return
+        if proxy is not None and proxy.bound_at > state["bound_at"]:
+            return  # an event about an older binding, overtaken already
         local = sessions.get_local(jid)
         if local is not None:
             # Bound here and there at once: the later bind wins (RFC 6120 §7.7.2.2).
-            mine = local.data.get("cluster_bound_at", 0.0)
+            mine = local.data.get(BOUND_AT, 0.0)
             if (mine, self.node) > (state["bound_at"], state["node"]):
                 return
             self.server.end_session(local, "replaced")
@@ -353,35 +459,67 @@ class Cluster:
                 self._track(host.hooks.fire(H.REMOTE_SESSION_ENDED, H.SessionEvent(proxy)))
 
     # -- stanzas between nodes -------------------------------------------------------------------
-    def to_node(self, node: str, msg: dict[str, Any]) -> defer.Deferred[Any]:
-        """Publish to a node; fires with the number of nodes that got it (0: it is gone)."""
+    def to_node(self, node: str, msg: dict[str, Any]) -> defer.Deferred[int]:
+        """Queue a message for a node; what a reactor turn queues for one node goes out as
+        one PUBLISH (a room's fan-out, a presence broadcast). Fires with the number of nodes
+        that got it: 0 means the node is gone."""
         if self.left:
             return defer.succeed(0)
-        d: defer.Deferred[Any] = self.redis.publish(self.node_channel(node), json.dumps(msg))
+        batch = self._outbox.get(node)
+        if batch is None:
+            batch = self._outbox[node] = ([], [])
+            if self._flush_call is None:
+                self._flush_call = self.server.clock.callLater(0, self._flush)
+        d: defer.Deferred[int] = defer.Deferred()
+        batch[0].append(msg)
+        batch[1].append(d)
         return d
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        outbox, self._outbox = self._outbox, {}
+        for node, (msgs, waiters) in outbox.items():
+            if self.left:
+                published: defer.Deferred[Any] = defer.succeed(0)
+            else:
+                published = self.redis.publish(self.node_channel(node), json.dumps(msgs))
+
+            def done(result: Any, waiters: list[defer.Deferred[int]] = waiters) -> None:
+                count = 0 if isinstance(result, Failure) else int(result)
+                if isinstance(result, Failure):
+                    log.failure("cluster publish failed", result)
+                for w in waiters:
+                    w.callback(count)
+
+            published.addBoth(done)
+            self._track(published)
 
     def forward_to_session(self, proxy: RemoteSession, stanza: Element, hops: int = 0) -> None:
         msg = {"op": "send", "to": str(proxy.jid), "xml": st.serialize(stanza), "hops": hops}
-        d = self.to_node(proxy.node, msg)
 
-        def published(receivers: Any) -> None:
-            if int(receivers) == 0:  # nobody listens on that node's channel: it is gone
+        def published(receivers: int) -> None:
+            if receivers == 0:  # nobody listens on that node's channel: it is gone
                 self._track(self._lost_node_rescue(proxy, stanza, hops))
 
-        d.addCallback(published)
-        d.addErrback(lambda f: self._track(self._lost_node_rescue(proxy, stanza, hops)))
-        self._track(d)
+        self.to_node(proxy.node, msg).addCallback(published)
 
     async def _lost_node_rescue(self, proxy: RemoteSession, stanza: Element, hops: int) -> None:
         await self.node_gone(proxy.node)
         self._remote_unbound(proxy)
         await self.redeliver(stanza, hops + 1)
 
-    def forward_route(self, node: str, stanza: Element) -> defer.Deferred[Any]:
+    def forward_route(self, node: str, stanza: Element) -> defer.Deferred[int]:
         """Hand a stanza (its 'from' already verified) to another node's router."""
         return self.to_node(node, {"op": "route", "xml": st.serialize(stanza)})
 
-    def on_node_message(self, msg: dict[str, Any]) -> None:
+    def on_node_messages(self, msgs: list[dict[str, Any]]) -> None:
+        for msg in msgs:
+            try:
+                self._on_node_message(msg)
+            except Exception:
+                log.failure("bad cluster message {msg}", msg=msg)
+
+    def _on_node_message(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "route":
             # handled here even if our view of the owner differs (no ping-pong)
@@ -437,12 +575,12 @@ class Cluster:
         if not iq_id.startswith("xmppd."):
             return None
         node = iq_id[6:].rsplit("-", 1)[0]
-        return node if node != self.node and node in self.alive else None
+        return node if node != self.node and node in self._alive else None
 
     # -- component ownership -----------------------------------------------------------------
     def owner(self, key: str) -> str:
         """The live node that holds ``key`` (a room): highest rendezvous hash."""
-        return max(self.alive, key=lambda n: hashlib.sha1(f"{n}|{key}".encode()).digest())
+        return max(self._alive, key=lambda n: hashlib.sha1(f"{n}|{key}".encode()).digest())
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
@@ -453,7 +591,7 @@ class _Subscriber(txredisapi.SubscriberProtocol):
             if channel == cluster.events_channel:
                 cluster.on_event(msg)
             else:
-                cluster.on_node_message(msg)
+                cluster.on_node_messages(msg)
         except Exception:
             log.failure("bad cluster message on {channel}", channel=channel)
 

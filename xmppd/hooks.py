@@ -230,6 +230,11 @@ REMOTE_SESSION_ENDED: Hook[SessionEvent] = Hook(
     "Cluster: a resource bound on another node ended (its node ran SESSION_CLOSED). State "
     "kept here about that resource (room occupancy) is dropped.",
 )
+CLUSTER_CHANGED: Hook[None] = Hook(
+    "cluster-changed",
+    "Cluster: a node joined or went away, so entities placed by rendezvous hashing (rooms) may "
+    "have moved here; state loaded earlier may be stale.",
+)
 SESSION_INTERRUPTED: Hook[SessionEvent] = Hook(
     "session-interrupted",
     "SYNC. A bound c2s connection dropped without a clean stream close. True = a handler keeps "
@@ -257,6 +262,6 @@ CATALOGUE: tuple[Hook[Any], ...] = (
     STANZA_OUTBOUND, STANZA_INBOUND, PRESENCE_BROADCAST, PRESENCE_INBOUND, PRESENCE_ROUTE,
     MESSAGE_DELIVERED,
     MESSAGE_UNDELIVERED, SERVER_STANZA, SESSION_BOUND, SESSION_AVAILABLE, SESSION_CLOSED,
-    REMOTE_SESSION_ENDED, SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA, STANZA_DELIVER,
-    ACCOUNT_DELETED, SERVER_STARTED, SERVER_STOPPING,
+    REMOTE_SESSION_ENDED, CLUSTER_CHANGED, SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA,
+    STANZA_DELIVER, ACCOUNT_DELETED, SERVER_STARTED, SERVER_STOPPING,
 )

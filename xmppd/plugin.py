@@ -170,6 +170,13 @@ class Host:
         ``changed(bare)`` on it after committing a change."""
         return self._server.caches.cache(f"{self.domain}/{name}")
 
+    async def refresh_sessions(self, bare: JID) -> None:
+        """Cluster: bring the view of the user's resources on other nodes up to date (a
+        no-op on a single node)."""
+        listener = self._server.sessions.listener
+        if listener is not None:
+            await listener.refresh(bare.bare_str)
+
     def session(self, full: JID) -> Session | None:
         return self._server.sessions.get(full)
 

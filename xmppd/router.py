@@ -157,6 +157,10 @@ class Router:
         was_available, was_priority = session.available, session.priority
         _, now_available = self.sessions.update_presence(session, stanza)
         host = self.hosts[from_.domain]
+        if now_available and not was_available and self.sessions.listener is not None:
+            # Cluster: other nodes see the resource available before offline messages are
+            # drained, so one stored meanwhile elsewhere is either drained or handed over.
+            await self.sessions.listener.flushed(session)
         await host.hooks.fire(H.PRESENCE_BROADCAST,
                               H.StanzaEvent(stanza, from_, from_.bare, session))
         if now_available and session.priority >= 0 and (not was_available or was_priority < 0):
@@ -190,6 +194,9 @@ class Router:
         itype = stanza.getAttribute("type")
         if to.resource:
             target = self.sessions.get(to)
+            if target is None and self.sessions.listener is not None:
+                await self.sessions.listener.refresh(to.bare_str)
+                target = self.sessions.get(to)  # bound on another node a moment ago?
             if target is None:
                 if itype in ("get", "set"):
                     raise StanzaError("service-unavailable")  # RFC 6121 §8.5.3.2.3

@@ -170,11 +170,14 @@ class XmppServer:
             await self.s2s.stop()
         deadline = self.clock.seconds() + 3.0
         while self.connections and self.clock.seconds() < deadline:
-            d: defer.Deferred[None] = defer.Deferred()
-            self.clock.callLater(0.05, d.callback, None)
-            await d
+            await self._pause(0.05)
         for conn in list(self.connections):
             conn.abort()
+        if self.cluster is not None:
+            # Once the aborted connections are gone (their sessions ended and said so), leave
+            # before plugins go, so stanzas handed back while leaving can be stored offline.
+            await self._pause(0.05)
+            await self.cluster.stop()
         # Stanzas still being stored and sessions still being wound up (offline storage of
         # unacknowledged messages) finish before storage goes away.
         deadline = self.clock.seconds() + 10.0
@@ -182,10 +185,13 @@ class XmppServer:
             await defer.DeferredList(list(self.inflight), consumeErrors=True)
         for host in self.hosts.values():
             await unload_plugins(host)
-        if self.cluster is not None:
-            await self.cluster.stop()
         self.db.stop()
         log.info("stopped")
+
+    def _pause(self, seconds: float) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.clock.callLater(seconds, d.callback, None)
+        return d
 
     # -- session lifecycle ------------------------------------------------------------------------
     def session_bound(self, session: Session) -> None:

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
@@ -64,6 +65,15 @@ class SessionListener(Protocol):
     def changed(self, session: Session) -> None: ...
 
     def unbound(self, session: Session) -> None: ...
+
+    async def refresh(self, bare: str) -> bool:
+        """Update the view of the user's resources elsewhere (events may update it at the
+        same time: look again afterwards in any case); True if this call changed it."""
+        ...
+
+    def flushed(self, session: Session) -> Deferred[Any]:
+        """Fires when what was said about the session is visible to the other nodes."""
+        ...
 
 
 class Session(Protocol):
@@ -164,6 +174,9 @@ class SessionManager:
         resources = self._remote.get(jid.bare_str)
         return None if resources is None else resources.get(jid.resource)
 
+    def remote_resources(self, bare: str) -> list[Any]:
+        return list(self._remote.get(bare, {}).values())
+
     def remote_tables(self) -> list[list[Any]]:
         return [list(r.values()) for r in self._remote.values()]
 
@@ -263,8 +276,15 @@ class SessionManager:
             if target is not None:
                 target.send(stanza)
             return
+        refreshed = False
         if to.resource:
             target = self.get(to)
+            if target is None and self.listener is not None:
+                # Cluster: the resource may have been bound on another node a moment ago
+                # (events may also have updated the view while we asked).
+                refreshed = True
+                await self.listener.refresh(to.bare_str)
+                target = self.get(to)
             if target is not None:
                 target.send(stanza)
                 await self._delivered(host, ev, [target])
@@ -275,10 +295,10 @@ class SessionManager:
                 raise StanzaError("service-unavailable")
         if mtype == "groupchat":
             raise StanzaError("service-unavailable")  # §8.5.2.1.1
-        if mtype == "headline":
-            targets = [s for s in self.resources(to) if s.available and s.priority >= 0]
-        else:
-            targets = self.top_resources(to)
+        targets = self._targets(to, mtype)
+        if not targets and self.listener is not None and not refreshed:
+            await self.listener.refresh(to.bare_str)  # online on another node a moment ago?
+            targets = self._targets(to, mtype)
         if targets:
             for s in targets:
                 s.send(stanza)
@@ -289,6 +309,11 @@ class SessionManager:
         if await host.hooks.fire(H.MESSAGE_UNDELIVERED, ev):
             return
         raise StanzaError("service-unavailable", text="recipient is offline")
+
+    def _targets(self, to: JID, mtype: str) -> list[Session]:
+        if mtype == "headline":
+            return [s for s in self.resources(to) if s.available and s.priority >= 0]
+        return self.top_resources(to)
 
     async def _delivered(self, host: Host, ev: H.StanzaEvent, targets: list[Session]) -> None:
         if host.hooks.has(H.MESSAGE_DELIVERED):

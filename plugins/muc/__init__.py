@@ -74,6 +74,7 @@ class Muc(Plugin):
             disco.add_item(domain, opts.name)  # type: ignore[attr-defined]
         self.host.on(H.SESSION_CLOSED, self.service.session_closed, priority=-10)
         self.host.on(H.REMOTE_SESSION_ENDED, self.service.session_closed)
+        self.host.on(H.CLUSTER_CHANGED, self.service.reload_idle)
         self.host.on(H.SERVER_STOPPING, self.service.shutdown)
         self.host.on(H.ACCOUNT_DELETED, self.service.account_deleted)
 

@@ -193,6 +193,29 @@ class MucService:
         if room.config.archiving:
             self.track(self.host.storage.archive.purge(self.domain, room.name))
 
+    async def reload_idle(self, _: None) -> None:
+        """Cluster: rooms may have moved here from a node that changed them meanwhile, so
+        every room without occupants is read again from storage (persistent ones) or
+        forgotten (temporary ones: they ended with their last occupant elsewhere)."""
+        stored = {s.name: s for s in await self.host.storage.rooms.load(self.domain)}
+        for name, room in list(self.rooms.items()):
+            if room.occupants or room.locked:
+                continue
+            fresh = stored.get(name)
+            if fresh is None:
+                del self.rooms[name]
+                continue
+            try:
+                self.rooms[name] = self.restore(fresh)
+            except ValueError:
+                continue
+        for name, fresh in stored.items():
+            if name not in self.rooms:
+                try:
+                    self.rooms[name] = self.restore(fresh)
+                except ValueError:
+                    continue
+
     def owned_by(self, bare: JID) -> int:
         return sum(1 for r in self.rooms.values() if r.affiliation(bare) == A.OWNER)
 

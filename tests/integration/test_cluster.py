@@ -8,6 +8,7 @@ that dies without a word.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.test_muc_support import PLUGINS, codes, create, join, messages, new_room
+from tests.integration.test_muc_support import (
+    PLUGINS,
+    codes,
+    configure,
+    create,
+    iq,
+    join,
+    messages,
+    new_room,
+)
 from tests.integration.test_muc_support import next_message as room_message
 from tests.integration.test_presence import befriend
 from tests.support import backends
@@ -47,9 +57,15 @@ class Cluster:
         return jid
 
     def registry(self) -> dict[str, str]:
+        """full JID -> state JSON of every resource the cluster has registered."""
         r = redis.Redis.from_url(self.redis_url, decode_responses=True)
         try:
-            return r.hgetall(f"{self.prefix}:sessions")  # type: ignore[return-value]
+            out: dict[str, str] = {}
+            for key in r.scan_iter(f"{self.prefix}:u:*"):
+                bare = key.split(":u:", 1)[1]
+                for resource, state in r.hgetall(key).items():  # type: ignore[union-attr]
+                    out[f"{bare}/{resource}"] = state
+            return out
         finally:
             r.close()
 
@@ -240,6 +256,39 @@ def test_a_node_that_dies_takes_its_sessions_with_it(cluster: Cluster) -> None:
             await again.next_message(where=lambda m: m["body"] == "are you there")
             await again.close()
             await ca.close()
+        finally:
+            cluster.n2.start()
+
+    run(body(), timeout=90)
+
+
+def _room_owned_by(node: str, nodes: tuple[str, ...] = ("n1", "n2")) -> str:
+    """A fresh room name that rendezvous hashing places on ``node`` (xmppd/cluster.py)."""
+    while True:
+        room = new_room()
+        if max(nodes, key=lambda n: hashlib.sha1(f"{n}|{room}".encode()).digest()) == node:
+            return room
+
+
+def test_a_room_moves_to_the_surviving_node_with_its_latest_configuration(
+        cluster: Cluster) -> None:
+    """The room lives on n2; its owner (on n1) renames it; n2 dies. n1 now serves the room
+    from storage, with the new name (not the copy it loaded when it started)."""
+    info_ns = "http://jabber.org/protocol/disco#info"
+
+    async def body() -> None:
+        room = _room_owned_by("n2")
+        owner = await connect(cluster.n1, cluster.new_user("mover") + "/r", plugins=PLUGINS)
+        messages(owner)
+        await create(owner, room, "O", {"persistentroom": "1", "roomname": "First"})
+        await configure(owner, room, {"persistentroom": "1", "roomname": "Second"})
+        cluster.n2.kill()
+        try:
+            await asyncio.sleep(4)  # node_timeout 2 s, heartbeat 0.5 s
+            info = await iq(owner, "get", room, f"<query xmlns='{info_ns}'/>")
+            ident = info.find(f"{{{info_ns}}}query/{{{info_ns}}}identity")
+            assert ident is not None and ident.get("name") == "Second"
+            await owner.close()
         finally:
             cluster.n2.start()
 

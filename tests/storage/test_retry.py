@@ -41,3 +41,31 @@ def test_deadlocked_transactions_are_run_again(tmp_path: Path) -> None:
         assert other.calls == 1
     finally:
         db.stop()
+
+
+def test_connections_the_server_closed_are_replaced(tmp_path: Path) -> None:
+    """PostgreSQL restarted or killed our sessions: the next read and write still work
+    (no pre-ping round trip guards every statement; a dead pooled connection is retried)."""
+    from sqlalchemy import create_engine, text
+
+    from tests.support import backends
+
+    backends.require("postgres")
+    with backends.database("postgres", tmp_path) as url:
+        db = Database(url, 2)
+        db.migrate()
+        try:
+            def backend_pid(conn: Connection) -> int:
+                return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+            before = {done(db.read(backend_pid)), done(db.write(backend_pid))}
+            admin = create_engine(url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                for pid in before:
+                    conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            admin.dispose()
+            after_read = done(db.read(backend_pid))
+            after_write = done(db.write(backend_pid))
+            assert after_read not in before and after_write not in before
+        finally:
+            db.stop()
