@@ -482,7 +482,8 @@ class Cluster:
             if self.left:
                 published: defer.Deferred[Any] = defer.succeed(0)
             else:
-                published = self.redis.publish(self.node_channel(node), json.dumps(msgs))
+                published = self.redis.publish(self.node_channel(node),
+                                               json.dumps(_merge_sends(msgs)))
 
             def done(result: Any, waiters: list[defer.Deferred[int]] = waiters) -> None:
                 count = 0 if isinstance(result, Failure) else int(result)
@@ -495,7 +496,18 @@ class Cluster:
             self._track(published)
 
     def forward_to_session(self, proxy: RemoteSession, stanza: Element, hops: int = 0) -> None:
-        msg = {"op": "send", "to": str(proxy.jid), "xml": st.serialize(stanza), "hops": hops}
+        # Serialized without its 'to', so that a fan-out (a room message, a presence
+        # broadcast) whose copies differ only there travels and is parsed once (_merge_sends).
+        attrs = stanza.attributes
+        to = attrs.pop("to", None)
+        try:
+            xml = st.serialize(stanza)
+        finally:
+            if to is not None:
+                attrs["to"] = to
+        target = str(proxy.jid)
+        msg = {"op": "send", "xml": xml, "r": [[target, None if to == target else to]],
+               "hops": hops}
 
         def published(receivers: int) -> None:
             if receivers == 0:  # nobody listens on that node's channel: it is gone
@@ -526,14 +538,19 @@ class Cluster:
             self._track(self.server.router.route(parse_fragment(msg["xml"]), None,
                                                  forwarded=True))
             return
-        target = self.server.sessions.get_local(JID.parse(msg["to"]))
         if op == "send":
-            stanza = parse_fragment(msg["xml"])
-            if target is not None and not target.data.get("ended"):
-                target.send(stanza)
-            else:
-                self._track(self.redeliver(stanza, int(msg.get("hops", 0)) + 1))
-        elif target is not None and op == "raw":
+            parsed = parse_fragment(msg["xml"])
+            hops = int(msg.get("hops", 0)) + 1
+            for full, to in msg["r"]:
+                stanza = _addressed(parsed, to or full)
+                target = self.server.sessions.get_local(JID.parse(full))
+                if target is not None and not target.data.get("ended"):
+                    target.send(stanza)
+                else:
+                    self._track(self.redeliver(stanza, hops))
+            return
+        target = self.server.sessions.get_local(JID.parse(msg["to"]))
+        if target is not None and op == "raw":
             target.send_raw(msg["data"])
         elif target is not None and op == "close":
             cond = msg.get("condition")
@@ -581,6 +598,32 @@ class Cluster:
     def owner(self, key: str) -> str:
         """The live node that holds ``key`` (a room): highest rendezvous hash."""
         return max(self._alive, key=lambda n: hashlib.sha1(f"{n}|{key}".encode()).digest())
+
+
+def _merge_sends(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive hand-overs of the same stanza (differing only in 'to') become one with a
+    list of recipients; only consecutive ones, so no recipient's stanzas change order."""
+    out: list[dict[str, Any]] = []
+    for m in msgs:
+        last = out[-1] if out else None
+        if (last is not None and m["op"] == "send" and last["op"] == "send"
+                and last["xml"] == m["xml"] and last["hops"] == m["hops"]):
+            if len(last["r"]) == 1:
+                last = out[-1] = dict(last, r=list(last["r"]))
+            last["r"].extend(m["r"])
+        else:
+            out.append(m)
+    return out
+
+
+def _addressed(parsed: Element, to: str) -> Element:
+    """A copy of ``parsed`` with its own attributes and 'to', sharing the children (they are
+    only read from here on, as with a room's fan-out template)."""
+    el = Element((parsed.uri, parsed.name), defaultUri=parsed.defaultUri)
+    el.attributes = dict(parsed.attributes)
+    el.attributes["to"] = to
+    el.children = list(parsed.children)
+    return el
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
