@@ -297,7 +297,7 @@ class Cluster:
             await self.node_gone(node)
         self.alive = self._alive | live
 
-    async def node_gone(self, node: str) -> None:
+    async def node_gone(self, node: str, left: bool = False) -> None:
         """A node stopped without unbinding (crash, partition). Its resources end here; one node
         (the one that wins the reap lock) runs the full session end for each (presence
         unavailable to contacts, RFC 6121 §4.6), the others just forget them."""
@@ -307,8 +307,12 @@ class Cluster:
         proxies = self.server.sessions.remote_of_node(node)
         reaper = not self.left and bool(await self.redis.set(
             f"{self.prefix}:reap:{node}", self.node, expire=60, only_if_not_exists=True))
-        log.warn("cluster node {node} is gone; {n} resources ended{by}", node=node,
-                 n=len(proxies), by=" (reaping)" if reaper else "")
+        if left:
+            log.info("cluster node {node} left; {n} resources it still had ended{by}",
+                     node=node, n=len(proxies), by=" (reaping)" if reaper else "")
+        else:
+            log.warn("cluster node {node} is gone; {n} resources ended{by}", node=node,
+                     n=len(proxies), by=" (reaping)" if reaper else "")
         for proxy in proxies:
             if reaper:
                 self.server.end_session(proxy, "cluster node lost")
@@ -428,7 +432,7 @@ class Cluster:
         elif op == "left" and msg["node"] != self.node:
             # Whatever it still had bound ended without a word (aborted at shutdown): end
             # those here as for a node that died, so contacts get unavailable presence.
-            self._track(self.node_gone(msg["node"]))
+            self._track(self.node_gone(msg["node"], left=True))
 
     def _remote_bound(self, state: dict[str, Any]) -> None:
         sessions = self.server.sessions
