@@ -358,14 +358,14 @@ class Cluster:
             return
         assert session.jid is not None
         state = self.state_of(session)
-        event = json.dumps({"op": op, "state": state})
+        raw = json.dumps(state)
+        event = f'{{"op": "{op}", "state": {raw}}}'  # the state is encoded once
         keys = [self.user_key(session.jid.bare_str), self.events_channel]
         if op == "bind":
-            d = self.redis.eval(_SCRIPT_BIND, keys, [session.jid.resource, json.dumps(state),
-                                                      event])
+            d = self.redis.eval(_SCRIPT_BIND, keys, [session.jid.resource, raw, event])
         else:
-            d = self.redis.eval(_SCRIPT_UPDATE, keys, [session.jid.resource, json.dumps(state),
-                                                        event, state["token"]])
+            d = self.redis.eval(_SCRIPT_UPDATE, keys, [session.jid.resource, raw, event,
+                                                        state["token"]])
         session.data[WRITTEN] = d
         self._track(d)
 

@@ -193,10 +193,7 @@ class Router:
         stanza, to = ev.stanza, ev.to
         itype = stanza.getAttribute("type")
         if to.resource:
-            target = self.sessions.get(to)
-            if target is None and self.sessions.listener is not None:
-                await self.sessions.listener.refresh(to.bare_str)
-                target = self.sessions.get(to)  # bound on another node a moment ago?
+            target = await self.sessions.find(to)
             if target is None:
                 if itype in ("get", "set"):
                     raise StanzaError("service-unavailable")  # RFC 6121 §8.5.3.2.3

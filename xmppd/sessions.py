@@ -174,9 +174,6 @@ class SessionManager:
         resources = self._remote.get(jid.bare_str)
         return None if resources is None else resources.get(jid.resource)
 
-    def remote_resources(self, bare: str) -> list[Any]:
-        return list(self._remote.get(bare, {}).values())
-
     def remote_tables(self) -> list[list[Any]]:
         return [list(r.values()) for r in self._remote.values()]
 
@@ -190,10 +187,19 @@ class SessionManager:
 
     def get(self, jid: JID) -> Session | None:
         """The session bound to a full JID, on this node or (cluster) another."""
-        resources = self._users.get(jid.bare_str)
-        found = None if resources is None else resources.get(jid.resource)
+        found = self.get_local(jid)
         if found is None and self._remote:
             found = self.remote(jid)
+        return found
+
+    async def find(self, jid: JID) -> Session | None:
+        """``get``, and if nothing is bound, once more after (cluster) re-reading where the
+        user is bound: the resource may have been bound on another node a moment ago, and
+        events may update the view while we ask."""
+        found = self.get(jid)
+        if found is None and self.listener is not None:
+            await self.listener.refresh(jid.bare_str)
+            found = self.get(jid)
         return found
 
     def resources(self, bare: JID | str) -> list[Session]:
@@ -278,13 +284,8 @@ class SessionManager:
             return
         refreshed = False
         if to.resource:
-            target = self.get(to)
-            if target is None and self.listener is not None:
-                # Cluster: the resource may have been bound on another node a moment ago
-                # (events may also have updated the view while we asked).
-                refreshed = True
-                await self.listener.refresh(to.bare_str)
-                target = self.get(to)
+            target = await self.find(to)
+            refreshed = self.listener is not None
             if target is not None:
                 target.send(stanza)
                 await self._delivered(host, ev, [target])
