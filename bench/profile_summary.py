@@ -28,6 +28,8 @@ def summarize(lines: list[str]) -> tuple[int, Counter[str], Counter[str]]:
         if not line.strip():
             continue
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # py-spy cuts a stack it could not read completely
+            continue
         n = int(count)
         total += n
         frames = [_LINE.sub(")", f) for f in stack.split(";")]

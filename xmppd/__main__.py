@@ -60,6 +60,18 @@ def _storage(cfg: ServerConfig) -> Any:
     return Storage(db)
 
 
+def _freeze_startup_objects() -> None:
+    """Move everything allocated while starting (modules, plugins, configuration, the
+    SQLAlchemy metadata: hundreds of thousands of objects) out of the cyclic collector's
+    reach. They live as long as the process, yet every full collection walked all of them:
+    measured under the ``login`` benchmark, 18 full collections in 12 s took up to 73 ms each,
+    stalling every connection, which was most of the login p99."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import defer, reactor
 
@@ -81,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return
         if args.ports_file:
             server.write_ports(args.ports_file)
+        _freeze_startup_objects()
 
     reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(start()))
     reactor.addSystemEventTrigger(

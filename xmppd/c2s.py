@@ -157,10 +157,8 @@ class C2SSession(OrderedXmlStream):
             st.add(sess, "optional", st.NS_SESSION)
         limits = st.add(features, "limits", NS_LIMITS)
         st.add(limits, "max-bytes", NS_LIMITS, str(self.max_stanza_bytes))
-        if host.hooks.has(H.STREAM_FEATURES):
-            # Feature hooks only append elements, so they run to completion synchronously.
-            Deferred.fromCoroutine(host.hooks.fire(H.STREAM_FEATURES,
-                                                   H.FeaturesEvent(self, features, stage)))
+        # Feature hooks only append elements: a sync hook, no coroutine per stream header.
+        host.hooks.fire_sync(H.STREAM_FEATURES, H.FeaturesEvent(self, features, stage))
         self.write(self.features_xml(st.element_children(features)))
 
     def _mechanisms(self) -> list[str]:

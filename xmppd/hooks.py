@@ -241,7 +241,8 @@ SESSION_INTERRUPTED: Hook[SessionEvent] = Hook(
     "the session bound (XEP-0198 hibernation) and ends it later with Host.end_session().",
 )
 STREAM_FEATURES: Hook[FeaturesEvent] = Hook(
-    "stream-features", "Building <stream:features/> for a c2s stream at the given stage.")
+    "stream-features", "Building <stream:features/> for a c2s stream at the given stage. "
+    "Sync: handlers append children and must not wait.")
 C2S_NONZA: Hook[NonzaEvent] = Hook(
     "c2s-nonza",
     "A non-stanza top-level element on an authenticated c2s stream. True = understood; "

@@ -83,13 +83,15 @@ def add(parent: Element, name: str, ns: str | None = None, text_: str | None = N
         el.attributes.update(attrs)
     if text_ is not None:
         el.children.append(text_)
-    el.parent = parent
     parent.children.append(el)
     return el
 
 
 def append(parent: Element, el: Element) -> Element:
-    el.parent = parent
+    """Append ``el``. Trees built here and by the stream parser carry no ``parent`` links:
+    nothing reads them (serialization passes the namespace down), and a link back up makes
+    every element with children a reference cycle that only the cyclic collector frees,
+    which under load meant full collections stalling every connection."""
     parent.children.append(el)
     return el
 

@@ -56,7 +56,7 @@ class WebSocketC2S(C2SSession):
         self.secure = secure
 
     def reset_parser(self) -> None:
-        self.parser = None  # every message is parsed on its own (RFC 7395 §3.3.3)
+        self.drop_parser()  # every message is parsed on its own (RFC 7395 §3.3.3)
 
     def frame_received(self, payload: bytes) -> None:
         """One WebSocket text message: exactly one complete element (RFC 7395 §3.3.3)."""
@@ -81,6 +81,8 @@ class WebSocketC2S(C2SSession):
         except StreamError as err:
             self.stream_error(err)
             return
+        finally:
+            parser.release()
         if len(frame.elements) != 1:
             self.stream_error(StreamError(
                 "not-well-formed", "each WebSocket message must hold exactly one element"))

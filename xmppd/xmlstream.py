@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 
 _SEP: Final = "\x1f"
 _STREAM_QNAME: Final = st.NS_STREAMS + _SEP + "stream"
+_HANDLERS: Final = (
+    "StartElementHandler", "EndElementHandler", "CharacterDataHandler",
+    "StartNamespaceDeclHandler", "XmlDeclHandler", "StartDoctypeDeclHandler", "CommentHandler",
+    "ProcessingInstructionHandler", "EntityDeclHandler", "ElementDeclHandler",
+    "AttlistDeclHandler", "NotationDeclHandler", "UnparsedEntityDeclHandler",
+    "ExternalEntityRefHandler")
 _UNBOUND_PREFIX: Final = 27  # expat XML_ERROR_UNBOUND_PREFIX
 _INVALID_TOKEN_ERRORS: Final = frozenset((4,))  # XML_ERROR_INVALID_TOKEN
 _XML_NS_PREFIX: Final = st.NS_XML + _SEP
@@ -96,6 +102,20 @@ class XMLStreamParser:
         return p
 
     # -- public -------------------------------------------------------------------------
+    def release(self) -> None:
+        """Unhook the expat callbacks (bound methods of this object): parser and expat object
+        otherwise form a reference cycle that only the cyclic collector frees, and a stream
+        makes three parsers per login. Measured under the ``login`` benchmark, these cycles
+        were most of the objects the collector had to find. Safe from inside a callback:
+        expat then ignores the rest of the chunk, which belongs to a document we dropped."""
+        p = self._parser
+        # Unhooking CharacterDataHandler first flushes expat's text buffer into _chars,
+        # which must then neither raise nor build anything.
+        self._depth = -1
+        for name in _HANDLERS:
+            setattr(p, name, None)
+        self._stack.clear()
+
     def feed(self, data: bytes) -> None:
         """Parse a chunk; raises StreamError on any violation (RFC 6120 §4.9.3)."""
         self._fed += len(data)
@@ -141,9 +161,9 @@ class XMLStreamParser:
             el.attributes = {_attr_key(k): v for k, v in attrs.items()}
         stack = self._stack
         if stack:
-            parent = stack[-1]
-            el.parent = parent
-            parent.children.append(el)
+            # No el.parent: a child->parent link makes every stanza with children a
+            # reference cycle for the cyclic collector (see xmppd.stanza.add).
+            stack[-1].children.append(el)
         stack.append(el)
 
     def _end(self, name: str) -> None:
@@ -165,7 +185,7 @@ class XMLStreamParser:
                 kids[-1] += data
             else:
                 kids.append(data)
-        elif data.strip():
+        elif data.strip() and self._depth >= 0:
             # Only whitespace (keepalives) may appear between stanzas.
             raise StreamError("bad-format", "character data at stream level")
 
@@ -212,8 +232,11 @@ def parse_fragment(xml: str, content_ns: str = st.NS_CLIENT) -> Element:
     """Parse one serialized stanza (from storage) with the same restricted parser."""
     sink = _Collector()
     parser = XMLStreamParser(sink, max_stanza_bytes=1 << 30)
-    parser.feed(f"<s:stream xmlns='{content_ns}' xmlns:s='{st.NS_STREAMS}'>".encode())
-    parser.feed(xml.encode())
+    try:
+        parser.feed(f"<s:stream xmlns='{content_ns}' xmlns:s='{st.NS_STREAMS}'>".encode())
+        parser.feed(xml.encode())
+    finally:
+        parser.release()
     if len(sink.elements) != 1:
         raise ValueError("not exactly one element")
     return sink.elements[0]
@@ -280,7 +303,14 @@ class XmlStream(protocol.Protocol):
 
     def reset_parser(self) -> None:
         """Start a new XML document (initial stream and each RFC 6120 §4.3.3 restart)."""
+        self.drop_parser()
         self.parser = XMLStreamParser(self, self.max_stanza_bytes)
+
+    def drop_parser(self) -> None:
+        """Stop parsing this stream's current document (restart, error, end, close)."""
+        if self.parser is not None:
+            self.parser.release()
+            self.parser = None
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.closed or self.parser is None:
@@ -295,7 +325,7 @@ class XmlStream(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
         self.closed = True
-        self.parser = None
+        self.drop_parser()
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
         self._close_timer = None
@@ -367,7 +397,7 @@ class XmlStream(protocol.Protocol):
         self.close_stream()
         # A stream error is unrecoverable (RFC 6120 §4.9.1.1) and after a parse error we could
         # not even read the peer's closing tag, so the connection is dropped once written.
-        self.parser = None
+        self.drop_parser()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -388,7 +418,7 @@ class XmlStream(protocol.Protocol):
         """The peer closed its stream: answer with ours if needed, then drop TCP."""
         if not self.closing:
             self.write_close()
-        self.parser = None
+        self.drop_parser()
         if self.transport is not None:
             self.transport.loseConnection()
 

@@ -75,7 +75,6 @@ class AccountDisco:
         disco = cast(Disco, self.host.plugin("disco"))
         result = disco.account_info(self._request(ev, query))
         pep = st.make("identity", ns.DISCO_INFO, {"category": "pubsub", "type": "pep"})
-        pep.parent = result
         result.children.insert(1, pep)  # after account/registered, before the features
         return result
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -43,6 +46,26 @@ def test_header_stanzas_and_end_in_small_chunks() -> None:
     assert [e.name for e in sink.elements] == ["message", "iq"]
     assert st.child_text(sink.elements[0], "body", st.NS_CLIENT) == "hé"
     assert sink.ended
+
+
+def test_parsed_stanzas_and_released_parsers_are_freed_without_the_cyclic_collector() -> None:
+    """No reference cycles on the per-stanza path: parsed trees have no parent links and a
+    released parser no longer holds its own bound methods through expat."""
+    gc.disable()
+    try:
+        sink = Sink()
+        p = XMLStreamParser(sink)
+        p.feed(HEADER + b"<message><body>x</body><x xmlns='u'><y>z</y></x></message> ")
+        el = weakref.ref(sink.elements.pop())
+        assert el() is None
+        p.release()
+        p.feed(b"text at stream level is ignored once released<iq/>")
+        assert sink.elements == []
+        parser = weakref.ref(p)
+        del p
+        assert parser() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("data,condition", [
