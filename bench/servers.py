@@ -148,13 +148,7 @@ class Server:
         if port != self.port:
             print(f"{self.name}: port {self.port} is taken, using {port}", file=sys.stderr)
             self.port = port
-        cmd, env = self.command(opts)
-        out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", self.setup.cpu, *cmd], cwd=self.dir, stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **env},
-            start_new_session=True)
-        out.close()
+        self.proc = self.spawn(*self.command(opts))
         try:
             wait_port(self.port, self.start_timeout, self.proc, self.log)
             self.after_start()
@@ -162,6 +156,15 @@ class Server:
             self.stop(timeout=5)
             raise
         return self.proc.pid
+
+    def spawn(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """One server process, pinned to the server's cores, in its own process group, its
+        output appended to ``stdout.log``."""
+        with open(self.dir / "stdout.log", "ab") as out:
+            return subprocess.Popen(
+                ["taskset", "-c", self.setup.cpu, *cmd], cwd=self.dir, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **env}, start_new_session=True)
 
     def after_start(self) -> None:
         time.sleep(0.5)
@@ -327,12 +330,7 @@ class XmppdCluster(Xmppd):
                 cmd, env = self.node_command(opts, path, self.dir / f"node{i}.log", extra)
                 ports = path.with_suffix(".ports.json")
                 ports.unlink(missing_ok=True)
-                out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115
-                proc = subprocess.Popen(
-                    ["taskset", "-c", self.setup.cpu, *cmd], cwd=self.dir, stdout=out,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env={**os.environ, **env}, start_new_session=True)
-                out.close()
+                proc = self.spawn(cmd, env)
                 self.procs.append(proc)
                 deadline = time.monotonic() + self.start_timeout
                 while not ports.exists():  # nodes join one after the other
