@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from xmppd import stanza as st
 from xmppd.xmlstream import XMLStreamParser
 
@@ -72,3 +74,16 @@ def test_helpers() -> None:
     c = st.copy(el)
     st.child(c, "q", "urn:q").children.append("more")  # type: ignore[union-attr]
     assert st.text(q) == "t"
+
+
+@pytest.mark.parametrize("raw,attr,text", [
+    ("plain jid@host/res", "plain jid@host/res", "plain jid@host/res"),
+    ("a&b", "a&amp;b", "a&amp;b"),
+    ("<x>", "&lt;x&gt;", "&lt;x&gt;"),
+    ('say "hi"', "say &quot;hi&quot;", 'say "hi"'),
+    ("t\tn\nr\r", "t&#9;n&#10;r&#13;", "t\tn\nr\r"),
+    ("", "", ""),
+])
+def test_escaping_only_changes_what_xml_requires(raw: str, attr: str, text: str) -> None:
+    assert st.escape_attr(raw) == attr
+    assert st.escape_text(raw) == text
