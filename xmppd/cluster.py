@@ -307,12 +307,10 @@ class Cluster:
         proxies = self.server.sessions.remote_of_node(node)
         reaper = not self.left and bool(await self.redis.set(
             f"{self.prefix}:reap:{node}", self.node, expire=60, only_if_not_exists=True))
-        if left:
-            log.info("cluster node {node} left; {n} resources it still had ended{by}",
-                     node=node, n=len(proxies), by=" (reaping)" if reaper else "")
-        else:
-            log.warn("cluster node {node} is gone; {n} resources ended{by}", node=node,
-                     n=len(proxies), by=" (reaping)" if reaper else "")
+        (log.info if left else log.warn)(
+            "cluster node {node} {how}; {n} resources it still had ended{by}", node=node,
+            how="left" if left else "is gone", n=len(proxies),
+            by=" (reaping)" if reaper else "")
         for proxy in proxies:
             if reaper:
                 self.server.end_session(proxy, "cluster node lost")
@@ -623,10 +621,8 @@ def _merge_sends(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _addressed(parsed: Element, to: str) -> Element:
     """A copy of ``parsed`` with its own attributes and 'to', sharing the children (they are
     only read from here on, as with a room's fan-out template)."""
-    el = Element((parsed.uri, parsed.name), defaultUri=parsed.defaultUri)
-    el.attributes = dict(parsed.attributes)
+    el = st.shallow_copy(parsed)
     el.attributes["to"] = to
-    el.children = list(parsed.children)
     return el
 
 

@@ -28,12 +28,16 @@ if TYPE_CHECKING:
 
 _SEP: Final = "\x1f"
 _STREAM_QNAME: Final = st.NS_STREAMS + _SEP + "stream"
-_HANDLERS: Final = (
-    "StartElementHandler", "EndElementHandler", "CharacterDataHandler",
-    "StartNamespaceDeclHandler", "XmlDeclHandler", "StartDoctypeDeclHandler", "CommentHandler",
-    "ProcessingInstructionHandler", "EntityDeclHandler", "ElementDeclHandler",
-    "AttlistDeclHandler", "NotationDeclHandler", "UnparsedEntityDeclHandler",
-    "ExternalEntityRefHandler")
+# expat callback -> XMLStreamParser method; one table so release() unhooks every one set.
+_HANDLERS: Final = {
+    "StartElementHandler": "_start", "EndElementHandler": "_end",
+    "CharacterDataHandler": "_chars", "StartNamespaceDeclHandler": "_ns_decl",
+    "XmlDeclHandler": "_xml_decl", "ExternalEntityRefHandler": "_restricted_ext",
+    **dict.fromkeys(("StartDoctypeDeclHandler", "CommentHandler",
+                     "ProcessingInstructionHandler", "EntityDeclHandler", "ElementDeclHandler",
+                     "AttlistDeclHandler", "NotationDeclHandler", "UnparsedEntityDeclHandler"),
+                    "_restricted"),
+}
 _UNBOUND_PREFIX: Final = 27  # expat XML_ERROR_UNBOUND_PREFIX
 _INVALID_TOKEN_ERRORS: Final = frozenset((4,))  # XML_ERROR_INVALID_TOKEN
 _XML_NS_PREFIX: Final = st.NS_XML + _SEP
@@ -85,20 +89,8 @@ class XMLStreamParser:
         p.buffer_text = True
         p.ordered_attributes = False
         p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-        p.StartElementHandler = self._start
-        p.EndElementHandler = self._end
-        p.CharacterDataHandler = self._chars
-        p.StartNamespaceDeclHandler = self._ns_decl
-        p.XmlDeclHandler = self._xml_decl
-        p.StartDoctypeDeclHandler = self._restricted
-        p.CommentHandler = self._restricted
-        p.ProcessingInstructionHandler = self._restricted
-        p.EntityDeclHandler = self._restricted
-        p.ElementDeclHandler = self._restricted
-        p.AttlistDeclHandler = self._restricted
-        p.NotationDeclHandler = self._restricted
-        p.UnparsedEntityDeclHandler = self._restricted
-        p.ExternalEntityRefHandler = self._restricted_ext
+        for attr, method in _HANDLERS.items():
+            setattr(p, attr, getattr(self, method))
         return p
 
     # -- public -------------------------------------------------------------------------
