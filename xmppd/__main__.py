@@ -73,6 +73,9 @@ def _freeze_startup_objects() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from xmppd.reactor import install
+
+    install()
     from twisted.internet import defer, reactor
 
     from xmppd import logs
