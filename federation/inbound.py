@@ -184,7 +184,7 @@ class S2SInStream(S2SStream):
             self.close_stream()
             return
         self.write(f"<proceed xmlns='{st.NS_TLS}'/>")
-        self.transport.startTLS(self.manager.contexts.server_for(self.host))
+        self.start_tls(self.manager.contexts.server_for(self.host))
         self.tls_active = True
         self.reset_parser()
 

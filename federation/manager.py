@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from federation import dialback as db
@@ -29,6 +28,7 @@ from federation.verify import trust_store
 from xmppd import hooks as H
 from xmppd.config import ListenerConfig
 from xmppd.errors import StanzaError, StreamError
+from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer

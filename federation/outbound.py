@@ -97,7 +97,7 @@ class S2SOutStream(S2SStream):
         self.send_header({"from": self.local, "to": self.remote, "version": "1.0"})
 
     def _start_tls(self, alpn: bool) -> None:
-        self.transport.startTLS(self.manager.contexts.client(self.local, self.remote, alpn))
+        self.start_tls(self.manager.contexts.client(self.local, self.remote, alpn))
         self.tls_active = True
 
     def fail(self, condition: str, text: str, external_refused: bool = False,

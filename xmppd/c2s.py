@@ -200,7 +200,7 @@ class C2SSession(OrderedXmlStream):
             self.write(f"<proceed xmlns='{st.NS_TLS}'/>")
             assert self.transport is not None
             assert self.server.certs is not None
-            self.transport.startTLS(HostContextFactory(self.server.certs.contexts[self.host]))
+            self.start_tls(HostContextFactory(self.server.certs.contexts[self.host]))
             self.tls_active = True
             self.reset_parser()
             return None

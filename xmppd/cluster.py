@@ -33,7 +33,6 @@ import txredisapi
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
 
@@ -41,6 +40,7 @@ from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import StanzaError, StreamError
 from xmppd.jid import JID
+from xmppd.logs import Logger
 from xmppd.sessions import SHARED_FLAGS, SessionData
 from xmppd.xmlstream import parse_fragment
 

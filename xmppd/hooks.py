@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from xmppd.errors import StanzaError
 from xmppd.jid import JID
+from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from xmppd.session import Session

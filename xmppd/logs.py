@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
+from twisted import logger as _tw
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -20,6 +21,34 @@ from xmppd.config import LogConfig
 
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
            "error": LogLevel.error}
+_VALID = frozenset(LogLevel.iterconstants())
+_threshold = LogLevel.debug  # everything until setup() reads the configured level
+
+
+class Logger(_tw.Logger):
+    """``twisted.logger.Logger`` for the per-connection paths: an event below the configured
+    level is dropped before its dict is built and published (the filter after the publisher
+    cost ~8 us per event; a login logs four at ``info``, measured under ``bench`` at 1-2 % of
+    a login), and a class-attribute logger is made once per class, not on every
+    ``self.log`` access (Twisted's descriptor builds a new Logger each time). Events name the
+    class as their source, not the instance; xmppd's formatters print only the namespace."""
+
+    _per_owner: dict[type, _tw.Logger]
+
+    def emit(self, level: LogLevel, format: str | None = None,
+             **kwargs: object) -> None:
+        if level in _VALID and level < _threshold:
+            return
+        super().emit(level, format, **kwargs)
+
+    def __get__(self, instance: object, owner: type | None = None) -> _tw.Logger:
+        assert owner is not None
+        cache = self.__dict__.setdefault("_per_owner", {})
+        found = cache.get(owner)
+        if found is None:
+            found = cache[owner] = type(self)(f"{owner.__module__}.{owner.__name__}", owner,
+                                              observer=self.observer)
+        return found
 
 
 def text_observer(out: IO[str]) -> ILogObserver:
@@ -41,6 +70,8 @@ def text_observer(out: IO[str]) -> ILogObserver:
 
 
 def setup(cfg: LogConfig) -> None:
+    global _threshold
+    _threshold = _LEVELS[cfg.level]
     out: IO[str] = open(cfg.file, "a", encoding="utf-8") if cfg.file else sys.stderr  # noqa: SIM115
     base = jsonFileLogObserver(out) if cfg.format == "json" else text_observer(out)
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[cfg.level])

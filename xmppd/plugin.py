@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from xmppd import config as config_mod
@@ -22,6 +21,7 @@ from xmppd.errors import StanzaError
 from xmppd.hooks import Handler, Hook, HookBus
 from xmppd.iq import IqHandler, IqRegistry, Scope
 from xmppd.jid import JID
+from xmppd.logs import Logger
 from xmppd.sessions import SHARED_FLAGS
 from xmppd.usercache import UserCache
 

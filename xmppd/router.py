@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from xmppd import hooks as H
@@ -20,6 +19,7 @@ from xmppd import stanza as st
 from xmppd.errors import StanzaError, error_reply, may_reply_with_error
 from xmppd.iq import IqRequest
 from xmppd.jid import JID, JIDError
+from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from xmppd.cluster import Cluster

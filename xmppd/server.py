@@ -14,7 +14,6 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.words.xish.domish import Element
 
@@ -28,6 +27,7 @@ from xmppd.cluster import Cluster
 from xmppd.config import ListenerConfig, ServerConfig
 from xmppd.errors import StreamError
 from xmppd.jid import JID
+from xmppd.logs import Logger
 from xmppd.plugin import Host, load_plugins, unload_plugins
 from xmppd.router import Router
 from xmppd.sessions import Session, SessionManager

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import StanzaError, StreamError
 from xmppd.jid import JID, JIDError, prepare_resource
+from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from xmppd.plugin import Host

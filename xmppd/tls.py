@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from xmppd.config import ServerConfig, TLSConfig
+from xmppd.logs import Logger
 
 log = Logger(namespace="xmppd.tls")
 

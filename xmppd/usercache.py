@@ -8,8 +8,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from xmppd.logs import Logger
 
 log = Logger(namespace="xmppd.usercache")
 

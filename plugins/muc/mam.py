@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from plugins.mam import query as mq
@@ -24,6 +23,7 @@ from storage.archive import ArchiveQuery, ArchiveRow
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID
+from xmppd.logs import Logger
 from xmppd.xmlstream import parse_fragment
 
 if TYPE_CHECKING:

@@ -15,7 +15,6 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from plugins.muc import affiliations as A
@@ -28,6 +27,7 @@ from plugins.muc.room import Room, Subject
 from storage.rooms import StoredRoom
 from xmppd import hooks as H
 from xmppd.jid import JID
+from xmppd.logs import Logger
 from xmppd.timeutil import now_micros
 
 if TYPE_CHECKING:

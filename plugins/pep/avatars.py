@@ -25,7 +25,6 @@ import binascii
 import hashlib
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from plugins.pep import ns
@@ -33,6 +32,7 @@ from plugins.pep.service import Change
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID
+from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from plugins.pep import Pep

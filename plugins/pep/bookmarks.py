@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import DeferredLock
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from plugins.pep import ns
@@ -39,6 +38,7 @@ from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, JIDError
+from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from plugins.pep import Pep

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.words.xish.domish import Element
 
 from plugins.caps import verification_string
@@ -36,6 +35,7 @@ from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.iq import IqTimeout
 from xmppd.jid import JID
+from xmppd.logs import Logger
 
 NOTIFY = "+notify"
 _Result = tuple[frozenset[str] | None, str | None]  # (interests, JID asked)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString
 from twisted.web.resource import Resource
@@ -33,6 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from plugins.upload import ranges, slots
 from plugins.upload.files import UploadMismatch
 from plugins.upload.producer import FileProducer, gone
+from xmppd.logs import Logger
 from xmppd.web import BodyRefused
 
 if TYPE_CHECKING:
