@@ -26,7 +26,7 @@ from twisted.internet.main import installReactor
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import log
 
-# Flushes per pending writer before a poll (see _flush_writers).
+# Rounds of flushing before a poll (see _flush_writers).
 _FLUSH_ROUNDS = 4
 
 
@@ -34,7 +34,7 @@ class TurnWriteReactor(epollreactor.EPollReactor):
     """EPollReactor whose writers send at the end of the turn (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._pending_writers: dict[Any, None] = {}  # insertion-ordered set of writers
+        self._pending_writers: dict[Any, bool] = {}  # insertion-ordered set of writers
         self._flushing: set[Any] = set()
         super().__init__()
 
@@ -50,7 +50,7 @@ class TurnWriteReactor(epollreactor.EPollReactor):
         if fd in self._writes or fd == -1:
             super().addWriter(writer)
             return
-        self._pending_writers[writer] = None
+        self._pending_writers[writer] = True
 
     def removeWriter(self, writer: Any) -> None:  # noqa: N802 (Twisted API)
         self._pending_writers.pop(writer, None)
@@ -70,15 +70,17 @@ class TurnWriteReactor(epollreactor.EPollReactor):
     # -- the turn ---------------------------------------------------------------------------
 
     def _flush_writers(self) -> None:
-        """Every pending writer writes now. One popped at a time: a writer that an earlier
-        one's write disconnected has left the dict already (``removeWriter``). A writer can
-        come back (a drained buffer resumes a producer that writes again); after a bounded
-        number of flushes the rest wait for EPOLLOUT."""
+        """Every pending writer writes now, oldest first. A writer that an earlier one's
+        write closed has left the dict already (``removeWriter``) and is skipped. A writer
+        can come back (a drained buffer resumes a producer that writes again): it writes
+        again in the next round; after the last round the rest wait for EPOLLOUT."""
         pending = self._pending_writers
-        budget = _FLUSH_ROUNDS * len(pending)
-        while pending and budget:
-            budget -= 1
-            self._flush_one(pending.popitem()[0])
+        for _ in range(_FLUSH_ROUNDS):
+            if not pending:
+                return
+            for writer in list(pending):
+                if pending.pop(writer, False):
+                    self._flush_one(writer)
         while pending:
             super().addWriter(pending.popitem()[0])
 
@@ -94,7 +96,10 @@ class TurnWriteReactor(epollreactor.EPollReactor):
             log.err()
         if why:
             self._flushing.discard(writer)
-            self._disconnectSelectable(writer, why, False)
+            try:
+                self._disconnectSelectable(writer, why, False)
+            except BaseException:
+                log.err()  # a connectionLost that raised: this descriptor only
         elif writer in self._flushing:
             self._flushing.discard(writer)
             super().addWriter(writer)
@@ -103,8 +108,9 @@ class TurnWriteReactor(epollreactor.EPollReactor):
         if self._pending_writers:
             self._flush_writers()
             # The timeout was computed before the flush, which can schedule calls (a drained
-            # buffer resumes a producer, which may continue on the next tick): honour them.
-            due = self.timeout()
+            # buffer resumes a producer, which may continue on the next tick) or stop the
+            # reactor (the shutdown runs on the next turn): honour both.
+            due = 0.0 if self._justStopped else self.timeout()
             if due is not None and (timeout is None or due < timeout):
                 timeout = due
         try:
@@ -119,7 +125,10 @@ class TurnWriteReactor(epollreactor.EPollReactor):
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is not None:
-                handle(selectable, fd, event)
+                try:
+                    handle(selectable, fd, event)
+                except BaseException:
+                    log.err()  # as Twisted's callWithLogger: the other events still run
 
     doIteration = doPoll  # noqa: N815 (Twisted API)
 

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -120,9 +121,9 @@ class Scram(Mechanism):
         self._auth_prefix = ""
 
     async def start(self, initial: bytes | None) -> SaslStep:
-        if not initial:
+        if initial is None:  # no initial response: ask for the client-first message
             return SaslStep(challenge=b"")
-        return await self._client_first(initial)
+        return await self._client_first(initial)  # "=" (empty) is malformed for SCRAM
 
     async def respond(self, data: bytes) -> SaslStep:
         if self._creds is None:
@@ -209,10 +210,18 @@ def _parse_client_first(msg: str) -> ClientFirst:
                        f"{parts[2]},{parts[3]}")
 
 
+_SASLNAME = re.compile(r"(?:[^=,]|=2C|=3D)*")
+_SASLNAME_ESCAPES = {"=2C": ",", "=3D": "="}
+
+
 def _unescape(saslname: str) -> str:
-    if "=" in saslname.replace("=2C", "").replace("=3D", ""):
+    """RFC 5802 §5.1 saslname: "=" only as "=2C" (",") or "=3D" ("="), decoded in one pass
+    (so "=3=2CD" is not taken for an escaped "=" once "=2C" is gone)."""
+    if _SASLNAME.fullmatch(saslname) is None:
         raise SASLFailure("malformed-request")
-    return saslname.replace("=2C", ",").replace("=3D", "=")
+    if "=" not in saslname:
+        return saslname
+    return re.sub("=2C|=3D", lambda m: _SASLNAME_ESCAPES[m[0]], saslname)
 
 
 _FAKE_SECRET = os.urandom(32)

@@ -210,3 +210,45 @@ def test_a_writer_closed_during_the_flush_is_not_written() -> None:
     reactor.doPoll(0)
     assert a.writes + b.writes == 1
     assert reactor.getWriters() == []
+
+
+class OrderedWriter(FakeWriter):
+    def __init__(self, reactor: TurnWriteReactor, fd: int, log: list[int]) -> None:
+        super().__init__(reactor, fd)
+        self.log = log
+
+    def doWrite(self) -> None:  # noqa: N802
+        self.log.append(self.fd)
+        super().doWrite()
+
+
+def test_writers_flush_oldest_first() -> None:
+    reactor = TurnWriteReactor()
+    order: list[int] = []
+    for fd in (1003, 1001, 1002):
+        reactor.addWriter(OrderedWriter(reactor, fd, order))
+    reactor.doPoll(0)
+    assert order == [1003, 1001, 1002]
+
+
+class StoppingWriter(FakeWriter):
+    """Stops the reactor from inside its write, as a connectionLost or a producer might."""
+
+    def doWrite(self) -> None:  # noqa: N802
+        super().doWrite()
+        self.reactor.stop()
+
+
+def test_stop_during_the_flush_is_not_held_by_the_poll() -> None:
+    """The shutdown runs on the turn after stop(); a poll without timeout between the two
+    would wait for unrelated I/O (here: the guard timer)."""
+    reactor = TurnWriteReactor()
+    writer = StoppingWriter(reactor, 1000)
+    timed_out: list[bool] = []
+    guard = reactor.callLater(10.0, lambda: (timed_out.append(True), reactor.stop()))
+    reactor.callWhenRunning(reactor.addWriter, writer)
+    reactor.run(installSignalHandlers=False)
+    if guard.active():
+        guard.cancel()
+    assert writer.writes == 1
+    assert timed_out == []

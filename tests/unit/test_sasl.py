@@ -49,6 +49,8 @@ def test_scram_failure_is_not_authorized(user: str, password: str) -> None:
     (b"n,,m=ext,n=alice,r=abc", "malformed-request"),  # mandatory extension (RFC 5802 §5.1)
     (b"n,,n=alice,r=", "malformed-request"),  # empty nonce
     (b"n,,n=alice,s=abc", "malformed-request"),  # no nonce
+    (b"n,,n==3=2CD,r=abc", "malformed-request"),  # "=3" is no escape (not "=3D" once decoded)
+    (b"", "malformed-request"),  # "=": an empty initial response (RFC 6120 §6.4.2)
 ])
 def test_scram_bad_client_first(first: bytes, condition: str) -> None:
     server = make_server([])
