@@ -8,6 +8,7 @@ PBKDF2 runs in a worker thread so that the reactor never stalls on it.
 from __future__ import annotations
 
 import hmac
+import secrets
 from typing import Final
 
 from scramp import ScramMechanism
@@ -67,6 +68,18 @@ class Accounts:
     def __init__(self, storage: Storage, iterations: int = 4096) -> None:
         self.storage = storage
         self.iterations = iterations
+        self._fake_secret: bytes | None = None
+
+    async def fake_secret(self) -> bytes:
+        """The key of the fake SCRAM salts given for unknown accounts (xmppd/sasl.py). Kept
+        in the database, so it survives restarts and every node of a cluster uses the same:
+        a salt that changed on restart or differed between nodes, while a real account's
+        never does, would tell unknown accounts from existing ones."""
+        if self._fake_secret is None:
+            value = await self.storage.kv.setdefault("", "", "xmppd", "scram-fake-secret",
+                                                     secrets.token_hex(32))
+            self._fake_secret = bytes.fromhex(value)
+        return self._fake_secret
 
     async def create(self, host: str, username: str, password: str) -> bool:
         creds = await threads.deferToThread(derive, password, self.iterations)

@@ -80,6 +80,13 @@ def test_delete_removes_every_user_row(db: Database) -> None:
     assert done(s.accounts.delete("localhost", "bob")) is False
 
 
+def test_kv_setdefault_keeps_the_first_value(db: Database) -> None:
+    s = Storage(db)
+    assert done(s.kv.setdefault("", "", "xmppd", "secret", "first")) == "first"
+    assert done(s.kv.setdefault("", "", "xmppd", "secret", "second")) == "first"
+    assert done(s.kv.get("", "", "xmppd", "secret")) == "first"
+
+
 def test_kv_is_exact_and_binary(db: Database) -> None:
     s = Storage(db)
     done(s.kv.set("localhost", "u", "st", "a", "1"))

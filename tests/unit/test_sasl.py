@@ -121,3 +121,22 @@ def test_scram_extensions_after_the_nonce_are_ignored() -> None:
     assert done.success and done.username == "alice"
     server_key = hmac.digest(salted, b"Server Key", "sha1")
     assert done.data == b"v=" + base64.b64encode(hmac.digest(server_key, auth_message, "sha1"))
+
+
+def test_unknown_accounts_get_the_same_salt_after_a_restart() -> None:
+    """The fake salt's key lives in the database, not in the process: a restarted server
+    (here a second Accounts over the same storage) or another cluster node gives an unknown
+    account the same salt, as a real account's never changes."""
+    from xmppd.accounts import Accounts
+
+    server = make_server([])
+    salts = []
+    for accounts in (server.accounts, Accounts(server.accounts.storage)):
+        m = Scram(accounts, "localhost", "SCRAM-SHA-256")
+        first = resolve(m.start(b"n,,n=nobody,r=abcdef")).challenge.decode()
+        salts.append(first.split(",")[1])
+    assert salts[0] == salts[1]
+    stored: list[str | None] = []
+    server.accounts.storage.kv.get("", "", "xmppd", "scram-fake-secret").addCallback(
+        stored.append)
+    assert stored and stored[0] is not None and len(bytes.fromhex(stored[0])) == 32
