@@ -114,6 +114,11 @@ def test_client_state_indication_holds_presence_not_messages(srv: ServerProcess)
         cb.send_presence(pto=a + "/x")
         await raw.read_until(lambda e: e.tag == C + "presence" and e.get("from") == b + "/y")
         await raw.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+        # a's stream handles its elements in order: once this ping is answered, <inactive/>
+        # is in effect (it could still be queued behind the directed presence above while
+        # b's updates, on another connection, were already routed)
+        pong = await raw.iq("<ping xmlns='urn:xmpp:ping'/>", id_="csi-sync")
+        assert pong.get("type") == "result"
         for show in ("away", "xa", "dnd"):
             cb.send_presence(pto=a + "/x", pshow=show)
         with pytest.raises(TimeoutError):
