@@ -14,29 +14,33 @@ from xmppd.errors import SASLFailure
 from xmppd.sasl import Plain, Scram
 
 
-@pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
-def test_scram_success_and_server_signature(mech: str) -> None:
+def _exchange(mech: str = "SCRAM-SHA-256", user: str = "alice",
+              password: str = "correct horse") -> tuple[ScramClient, Scram, str]:
+    """A SCRAM exchange with scramp's client against account alice ("correct horse"), up to
+    the client-final message (returned, not yet sent)."""
     server = make_server([])
     add_user(server, "alice@localhost", "correct horse")
-    client = ScramClient([mech], "alice", "correct horse")
+    client = ScramClient([mech], user, password)
     m = Scram(server.accounts, "localhost", mech)
     step = resolve(m.start(client.get_client_first().encode()))
     client.set_server_first(step.challenge.decode())
-    done = resolve(m.respond(client.get_client_final().encode()))
+    return client, m, client.get_client_final()
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
+def test_scram_success_and_server_signature(mech: str) -> None:
+    client, m, final = _exchange(mech)
+    done = resolve(m.respond(final.encode()))
     assert done.success and done.username == "alice"
     client.set_server_final(done.data.decode())  # verifies the server's signature
 
 
 @pytest.mark.parametrize("user,password", [("alice", "wrong"), ("nobody", "x")])
 def test_scram_failure_is_not_authorized(user: str, password: str) -> None:
-    server = make_server([])
-    add_user(server, "alice@localhost", "correct horse")
-    client = ScramClient(["SCRAM-SHA-256"], user, password)
-    m = Scram(server.accounts, "localhost", "SCRAM-SHA-256")
-    step = resolve(m.start(client.get_client_first().encode()))
-    client.set_server_first(step.challenge.decode())  # unknown users get a plausible challenge
+    # unknown users get a plausible challenge: scramp's client accepts it
+    _client, m, final = _exchange(user=user, password=password)
     with pytest.raises(SASLFailure) as exc:
-        resolve(m.respond(client.get_client_final().encode()))
+        resolve(m.respond(final.encode()))
     assert exc.value.condition == "not-authorized"
 
 
@@ -71,17 +75,6 @@ def test_plain_malformed() -> None:
     with pytest.raises(SASLFailure) as exc:
         resolve(Plain(server.accounts, "localhost").start(b"only-one-part"))
     assert exc.value.condition == "malformed-request"
-
-
-def _exchange(mech: str = "SCRAM-SHA-256") -> tuple[ScramClient, Scram, str]:
-    """A SCRAM exchange up to the client-final message (returned, not yet sent)."""
-    server = make_server([])
-    add_user(server, "alice@localhost", "correct horse")
-    client = ScramClient([mech], "alice", "correct horse")
-    m = Scram(server.accounts, "localhost", mech)
-    step = resolve(m.start(client.get_client_first().encode()))
-    client.set_server_first(step.challenge.decode())
-    return client, m, client.get_client_final()
 
 
 @pytest.mark.parametrize("tamper,condition", [
