@@ -125,7 +125,11 @@ class Driver:
                 log(f"skipping {name}: {why}")
             else:
                 self.servers[name] = srv
+        # This invocation's runs only: a reused work directory keeps its accounts and
+        # archives, not the runs of earlier invocations (they were copied into every later
+        # table's .jsonl).
         self.raw = self.workdir / "runs.jsonl"
+        self.raw.write_text("")
         self.unsupported: dict[tuple[str, str], str] = {}
         self.populated: dict[str, dict[str, Any]] = {}
 
