@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from xml.parsers import expat
 
@@ -505,8 +505,37 @@ class OrderedXmlStream(XmlStream):
         """Handle one element; a Deferred that has not fired yet holds back the next ones."""
         raise NotImplementedError
 
-    @staticmethod
-    def coro(coro: Any) -> Deferred[Any] | None:
-        """Run a coroutine; its Deferred, or None when it already finished synchronously."""
-        d: Deferred[Any] = Deferred.fromCoroutine(coro)
-        return None if d.called else d
+    def coro(self, coro: Coroutine[Any, Any, Any]) -> Deferred[Any] | None:
+        """Run a coroutine; its Deferred, or None when it already finished synchronously.
+
+        Most stanzas never wait (chat between local users, presence): such a coroutine is
+        run to its end right here, without the Deferred and inlineCallbacks frames Twisted's
+        ``fromCoroutine`` builds around every one. One that does wait (awaits a Deferred not
+        yet fired: storage, a remote server) is handed to ``fromCoroutine`` at that point."""
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            return None
+        except Exception:
+            self.log.failure("error handling element from {peer}", peer=self.peer)
+            return None
+        return Deferred.fromCoroutine(_finish(coro, awaited))
+
+
+def _finish(coro: Coroutine[Any, Any, Any], awaited: Any) -> Generator[Any, Any, Any]:
+    """A generator for Twisted's inlineCallbacks that carries on ``coro`` after it stopped
+    at its first ``await`` (yielding ``awaited``, the Deferred it waits for): each result or
+    failure inlineCallbacks hands back is passed into ``coro``, as its own awaits would."""
+    while True:
+        try:
+            value = yield awaited
+        except Exception as exc:
+            try:
+                awaited = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            awaited = coro.send(value)
+        except StopIteration as stop:
+            return stop.value

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import gc
 import weakref
+from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 
 from xmppd import stanza as st
 from xmppd.errors import StreamError
-from xmppd.xmlstream import XmlStream, XMLStreamParser
+from xmppd.xmlstream import OrderedXmlStream, XmlStream, XMLStreamParser
 
 HEADER = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
           b"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
@@ -150,3 +153,78 @@ def test_our_close_waits_then_aborts() -> None:
     assert not transport.disconnecting
     proto.clock.advance(proto.close_timeout + 1)  # type: ignore[attr-defined]
     assert transport.disconnecting
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.tracked: list[Deferred[Any]] = []
+
+    def track(self, d: Deferred[Any]) -> None:
+        self.tracked.append(d)
+
+
+class Ordered(OrderedXmlStream):
+    """Handles <a/> synchronously, <w/> by waiting on the Deferreds in ``waits``, and <x/>
+    by raising before its first await."""
+
+    def __init__(self) -> None:
+        super().__init__(Clock())
+        self.server = FakeServer()  # type: ignore[assignment]
+        self.waits: list[Deferred[Any]] = []
+        self.seen: list[str] = []
+
+    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
+                       prefix: str | None) -> None:
+        self.send_header({"from": "localhost", "id": "abc", "version": "1.0"})
+
+    def handle(self, el: st.Element) -> Deferred[Any] | None:
+        return self.coro(self._handle(el))
+
+    async def _handle(self, el: st.Element) -> str:
+        if el.name == "x":
+            raise ValueError("boom")
+        if el.name == "w":
+            got = await self.waits[0]
+            self.seen.append(f"w got {got}")
+            try:
+                await self.waits[1]
+            except KeyError as exc:
+                self.seen.append(f"w caught {exc.args[0]}")
+            return "done"
+        self.seen.append(el.name)
+        return el.name
+
+
+def test_handlers_that_never_wait_run_to_the_end_at_once() -> None:
+    proto = Ordered()
+    proto.makeConnection(StringTransport())
+    proto.dataReceived(HEADER + b"<a/><a/>")
+    assert proto.seen == ["a", "a"] and proto.server.tracked == []  # type: ignore[attr-defined]
+
+
+def test_a_handler_that_waits_holds_back_the_next_and_gets_results_and_failures() -> None:
+    proto = Ordered()
+    proto.makeConnection(StringTransport())
+    proto.waits = [Deferred(), Deferred()]
+    proto.dataReceived(HEADER + b"<w/><a/>")
+    assert proto.seen == []  # <a/> waits for <w/>
+    (tracked,) = proto.server.tracked  # type: ignore[attr-defined]
+    proto.waits[0].callback(7)
+    assert proto.seen == ["w got 7"]
+    proto.waits[1].errback(KeyError("nope"))  # raised at the coroutine's await
+    assert proto.seen == ["w got 7", "w caught nope", "a"]
+    assert tracked.called
+
+
+def test_a_handler_that_raises_at_once_is_logged_and_the_stream_goes_on() -> None:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        proto = Ordered()
+        proto.makeConnection(StringTransport())
+        proto.dataReceived(HEADER + b"<x/><a/>")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert proto.seen == ["a"]
+    failures = [e["log_failure"] for e in events if "log_failure" in e]
+    assert [f.value.args for f in failures] == [("boom",)]
