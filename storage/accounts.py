@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select
 from twisted.internet.defer import Deferred
 
 from storage.schema import USER_TABLES, accounts, credentials
@@ -31,8 +31,7 @@ class AccountStore:
 
     def exists(self, host: str, username: str) -> Deferred[bool]:
         def q(conn: Connection) -> bool:
-            row = conn.execute(_EXISTS, {"host": host, "username": username}).first()
-            return row is not None
+            return _account(conn, host, username) is not None
 
         return self.db.lookup(q)
 
@@ -40,10 +39,7 @@ class AccountStore:
         """Create the account; False if it already exists (nothing is changed then)."""
 
         def q(conn: Connection) -> bool:
-            found = conn.execute(
-                select(accounts.c.username).where(
-                    accounts.c.host == host, accounts.c.username == username)
-            ).first()
+            found = _account(conn, host, username)
             if found is not None:
                 return False
             conn.execute(insert(accounts).values(host=host, username=username,
@@ -55,10 +51,7 @@ class AccountStore:
 
     def set_credentials(self, host: str, username: str, creds: list[Credentials]) -> Deferred[bool]:
         def q(conn: Connection) -> bool:
-            found = conn.execute(
-                select(accounts.c.username).where(
-                    accounts.c.host == host, accounts.c.username == username)
-            ).first()
+            found = _account(conn, host, username)
             if found is None:
                 return False
             _put_credentials(conn, host, username, creds)
@@ -99,6 +92,10 @@ class AccountStore:
             return [(r.host, r.username) for r in conn.execute(stmt)]
 
         return self.db.read(q)
+
+
+def _account(conn: Connection, host: str, username: str) -> Row[Any] | None:
+    return conn.execute(_EXISTS, {"host": host, "username": username}).first()
 
 
 def _put_credentials(conn: Connection, host: str, username: str,

@@ -27,10 +27,11 @@ class Database:
     def __init__(self, url: str, pool_size: int = 8, sqlite_synchronous: str = "FULL") -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
+        self._sqlite_memory = self.dialect == "sqlite" and (
+            self.url.database or "") in ("", ":memory:")
         self.engine = self._make_engine(pool_size, sqlite_synchronous)
-        database = self.url.database or ""
         # lookup() may run on the caller's thread: a SQLite file in WAL mode only (below).
-        self._inline_lookups = self.dialect == "sqlite" and database not in ("", ":memory:")
+        self._inline_lookups = self.dialect == "sqlite" and not self._sqlite_memory
         # SQLite allows one writer; a single worker serialises writes without lock waits.
         workers = 1 if self.dialect == "sqlite" else pool_size
         self.pool = ThreadPool(minthreads=1, maxthreads=workers, name="xmppd-db")
@@ -38,10 +39,9 @@ class Database:
 
     def _make_engine(self, pool_size: int, synchronous: str) -> Engine:
         if self.dialect == "sqlite":
-            database = self.url.database or ""
-            memory = database in ("", ":memory:")
+            memory = self._sqlite_memory
             if not memory:
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
             kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
             if memory:
                 kwargs["poolclass"] = StaticPool
