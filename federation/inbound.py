@@ -240,8 +240,12 @@ class S2SInStream(S2SStream):
         self.write(f"<success xmlns='{st.NS_SASL}'/>")
         self.reset_parser()  # RFC 6120 §6.4.6
 
+    def peer_authenticated(self) -> bool:
+        return bool(self.authenticated)
+
     def _authenticated(self, domain: str, how: str) -> None:
         self.authenticated.add(domain)
+        self.stanza_limit_changed()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

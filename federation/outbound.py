@@ -282,8 +282,12 @@ class S2SOutStream(S2SStream):
             self.fail("remote-server-not-found" if outcome == "invalid"
                       else "remote-server-timeout", f"dialback refused ({outcome})")
 
+    def peer_authenticated(self) -> bool:
+        return self.sasl_done or bool(self.authorized)
+
     def _authorized(self, local: str, how: str) -> None:
         self.authorized.add(local)
+        self.stanza_limit_changed()
         self.log.info("s2s {local} -> {remote} ({peer}) authenticated ({how})", local=local,
                       remote=self.remote, peer=self.peer, how=how)
         if local == self.local and not self.ready.called:

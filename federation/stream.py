@@ -43,6 +43,7 @@ class S2SStream(OrderedXmlStream):
         self.manager = manager
         self.server = manager.server
         self.max_stanza_bytes = manager.server.config.limits.max_stanza_size
+        self.preauth_stanza_bytes = manager.server.config.limits.max_preauth_stanza_size
         self.tls_active = False
         self.peer_cert: PeerCertificate | None = None
 

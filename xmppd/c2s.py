@@ -39,6 +39,7 @@ class C2SSession(OrderedXmlStream):
         super().__init__(server.clock)
         self.server = server
         self.max_stanza_bytes = server.config.limits.max_stanza_size
+        self.preauth_stanza_bytes = server.config.limits.max_preauth_stanza_size
         self.tls_active = direct_tls
         self.host = ""
         self.username = ""
@@ -100,6 +101,9 @@ class C2SSession(OrderedXmlStream):
     def default_header_attrs(self) -> dict[str, str]:
         return {"from": self.host or next(iter(self.server.hosts)), "version": "1.0"}
 
+    def peer_authenticated(self) -> bool:
+        return bool(self.username)
+
     # -- stream header (RFC 6120 §4.7) ----------------------------------------------------------
     def stream_started(self, attrs: dict[str, str], default_ns: str | None,
                        prefix: str | None) -> None:
@@ -156,7 +160,7 @@ class C2SSession(OrderedXmlStream):
             sess = st.add(features, "session", st.NS_SESSION)
             st.add(sess, "optional", st.NS_SESSION)
         limits = st.add(features, "limits", NS_LIMITS)
-        st.add(limits, "max-bytes", NS_LIMITS, str(self.max_stanza_bytes))
+        st.add(limits, "max-bytes", NS_LIMITS, str(self.stanza_limit()))
         # Feature hooks only append elements: a sync hook, no coroutine per stream header.
         host.hooks.fire_sync(H.STREAM_FEATURES, H.FeaturesEvent(self, features, stage))
         self.write(self.features_xml(st.element_children(features)))

@@ -81,6 +81,7 @@ class AuthConfig:
 @dataclass(frozen=True)
 class LimitsConfig:
     max_stanza_size: int = 262144  # RFC 6120 §13.12; advertised via XEP-0478
+    max_preauth_stanza_size: int = 16384  # the same before the peer has authenticated
     c2s_idle_timeout: float = 0  # 0 = no raw idle timeout (ping plugin handles liveness)
     handshake_timeout: float = 60.0  # stream must reach bound state within this
 
@@ -245,6 +246,9 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("auth.iteration_count: must be at least 4096 (RFC 7677)")
     if cfg.limits.max_stanza_size < 10000:
         raise ConfigError("limits.max_stanza_size: must be at least 10000 (RFC 6120 §13.12)")
+    if not 4096 <= cfg.limits.max_preauth_stanza_size <= cfg.limits.max_stanza_size:
+        raise ConfigError("limits.max_preauth_stanza_size: must be between 4096 and "
+                          "limits.max_stanza_size")
     _validate_federation(cfg.federation)
 
 

@@ -1,8 +1,8 @@
-"""The hardened XML stream: a restricted expat parser and the stream open/close/error protocol.
+"""XML streams: the stream open/close/error protocol over the restricted parser.
 
-RFC 6120 §11.1 restricts XML: no comments, processing instructions, DTDs or entity
-declarations; §11.6 requires UTF-8. Stanzas are also held to a byte budget and a nesting
-depth so that one peer cannot make the server buffer or recurse without bound (§13.12).
+The parser (xmppd/xmlparser.py) enforces RFC 6120 §11 (restricted XML, UTF-8) and the byte
+and depth budgets of §13.12; this module frames streams on a transport, sends stream errors
+and runs a session's elements strictly in order (§10.1).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Protocol
-from xml.parsers import expat
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
@@ -24,39 +23,12 @@ from zope.interface.declarations import Provides
 from xmppd import stanza as st
 from xmppd.errors import StreamError
 from xmppd.logs import Logger
+from xmppd.xmlparser import StreamSink, XMLStreamParser, parse_fragment
+
+__all__ = ["StreamSink", "XMLStreamParser", "parse_fragment"]
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer
-
-_SEP: Final = "\x1f"
-_STREAM_QNAME: Final = st.NS_STREAMS + _SEP + "stream"
-# expat callback -> XMLStreamParser method; one table so release() unhooks every one set.
-_HANDLERS: Final = {
-    "StartElementHandler": "_start", "EndElementHandler": "_end",
-    "CharacterDataHandler": "_chars", "StartNamespaceDeclHandler": "_ns_decl",
-    "XmlDeclHandler": "_xml_decl", "ExternalEntityRefHandler": "_restricted_ext",
-    **dict.fromkeys(("StartDoctypeDeclHandler", "CommentHandler",
-                     "ProcessingInstructionHandler", "EntityDeclHandler", "ElementDeclHandler",
-                     "AttlistDeclHandler", "NotationDeclHandler", "UnparsedEntityDeclHandler"),
-                    "_restricted"),
-}
-_UNBOUND_PREFIX: Final = 27  # expat XML_ERROR_UNBOUND_PREFIX
-_INVALID_TOKEN_ERRORS: Final = frozenset((4,))  # XML_ERROR_INVALID_TOKEN
-_XML_NS_PREFIX: Final = st.NS_XML + _SEP
-
-
-class StreamSink(Protocol):
-    """Receives parse events; any StreamError raised here closes the stream."""
-
-    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
-                       prefix: str | None) -> None: ...
-
-    def element_received(self, el: Element) -> None: ...
-
-    def stream_ended(self) -> None: ...
-
-
-_NAMES: dict[str, str] = {}
 
 # zope.interface keeps the declaration objects Twisted builds for a TLS layer in a weak-value
 # cache. Twisted's startTLS declares on the new TLSMemoryBIOProtocol, one after the other,
@@ -66,183 +38,6 @@ _NAMES: dict[str, str] = {}
 # turns every later STARTTLS into cache hits. Bounded: one entry per (TLS class, interface).
 _TLS_DECLARATIONS: set[Any] = set()
 _TLS_DECLARED: set[tuple[type, type]] = set()
-
-
-def _shared_names() -> dict[str, str]:
-    """One name-interning table for every parser instead of a dict per connection; it is
-    only a cache, so it is emptied when a peer inventing names makes it grow."""
-    if len(_NAMES) > 4096:
-        _NAMES.clear()
-    return _NAMES
-
-
-class XMLStreamParser:
-    """Incremental, restricted parser for one XML stream (recreated on every stream restart)."""
-
-    def __init__(self, sink: StreamSink, max_stanza_bytes: int = 262144,
-                 max_depth: int = 48) -> None:
-        self.sink = sink
-        self.max_stanza_bytes = max_stanza_bytes
-        self.max_depth = max_depth
-        self._parser = self._make_parser()
-        self._stack: list[Element] = []
-        self._depth = 0
-        self._fed = 0
-        self._stanza_start = 0
-        self._ns_decls: dict[str | None, str] = {}
-
-    def _make_parser(self) -> expat.XMLParserType:
-        p = expat.ParserCreate("UTF-8", _SEP, intern=_shared_names())
-        p.namespace_prefixes = True
-        # Text is joined in _chars anyway; a 1 KiB buffer instead of 8 KiB saves ~3 KiB on
-        # every (mostly idle) connection.
-        p.buffer_size = 1024
-        p.buffer_text = True
-        p.ordered_attributes = False
-        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-        for attr, method in _HANDLERS.items():
-            setattr(p, attr, getattr(self, method))
-        return p
-
-    # -- public -------------------------------------------------------------------------
-    def release(self) -> None:
-        """Unhook the expat callbacks (bound methods of this object): parser and expat object
-        otherwise form a reference cycle that only the cyclic collector frees, and a stream
-        makes three parsers per login. Measured under the ``login`` benchmark, these cycles
-        were most of the objects the collector had to find. Safe from inside a callback:
-        expat then ignores the rest of the chunk, which belongs to a document we dropped."""
-        p = self._parser
-        # Unhooking CharacterDataHandler first flushes expat's text buffer into _chars,
-        # which must then neither raise nor build anything.
-        self._depth = -1
-        for name in _HANDLERS:
-            setattr(p, name, None)
-        self._stack.clear()
-
-    def feed(self, data: bytes) -> None:
-        """Parse a chunk; raises StreamError on any violation (RFC 6120 §4.9.3)."""
-        self._fed += len(data)
-        try:
-            self._parser.Parse(data, False)
-        except expat.ExpatError as exc:
-            if exc.code == _UNBOUND_PREFIX:
-                raise StreamError("bad-namespace-prefix") from None
-            raise StreamError("not-well-formed") from None
-        if self._depth >= 2 and self._fed - self._stanza_start > self.max_stanza_bytes:
-            raise StreamError("policy-violation", "stanza too large")
-        if self._depth == 0 and self._fed > 8192:
-            raise StreamError("policy-violation", "stream header too large")
-
-    # -- expat callbacks -------------------------------------------------------------------
-    def _restricted(self, *args: object) -> None:
-        raise StreamError("restricted-xml")
-
-    def _restricted_ext(self, *args: object) -> int:
-        raise StreamError("restricted-xml")
-
-    def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
-        if encoding is not None and encoding.lower().replace("-", "") != "utf8":
-            raise StreamError("unsupported-encoding")
-
-    def _ns_decl(self, prefix: str | None, uri: str | None) -> None:
-        if self._depth == 0:
-            self._ns_decls[prefix] = uri or ""
-
-    def _start(self, name: str, attrs: dict[str, str]) -> None:
-        depth = self._depth = self._depth + 1
-        if depth == 1:
-            self._stream_start(name, attrs)
-            return
-        if depth == 2:
-            self._stanza_start = self._parser.CurrentByteIndex
-        elif depth > self.max_depth:
-            raise StreamError("policy-violation", "elements nested too deeply")
-        parts = name.split(_SEP)
-        uri: str | None = parts[0] if len(parts) > 1 else None
-        el = Element((uri, parts[1] if uri is not None else parts[0]), defaultUri=uri)
-        if attrs:
-            el.attributes = {_attr_key(k): v for k, v in attrs.items()}
-        stack = self._stack
-        if stack:
-            # No el.parent: a child->parent link makes every stanza with children a
-            # reference cycle for the cyclic collector (see xmppd.stanza.add).
-            stack[-1].children.append(el)
-        stack.append(el)
-
-    def _end(self, name: str) -> None:
-        depth = self._depth
-        self._depth = depth - 1
-        if depth == 1:
-            self.sink.stream_ended()
-            return
-        el = self._stack.pop()
-        if depth == 2:
-            if self._parser.CurrentByteIndex - self._stanza_start > self.max_stanza_bytes:
-                raise StreamError("policy-violation", "stanza too large")
-            self.sink.element_received(el)
-
-    def _chars(self, data: str) -> None:
-        if self._depth >= 2:
-            kids = self._stack[-1].children
-            if kids and isinstance(kids[-1], str):
-                kids[-1] += data
-            else:
-                kids.append(data)
-        elif data.strip() and self._depth >= 0:
-            # Only whitespace (keepalives) may appear between stanzas.
-            raise StreamError("bad-format", "character data at stream level")
-
-    def _stream_start(self, name: str, attrs: dict[str, str]) -> None:
-        parts = name.split(_SEP)
-        prefix = parts[2] if len(parts) > 2 else None
-        if parts[0] + _SEP + (parts[1] if len(parts) > 1 else "") != _STREAM_QNAME:
-            # RFC 6120 §4.9.3.10: wrong stream namespace (or a different root element).
-            raise StreamError("invalid-namespace")
-        clean: dict[str, str] = {}
-        for k, v in attrs.items():
-            key = _attr_key(k)
-            if isinstance(key, tuple):
-                if key[0] == st.NS_XML:
-                    clean["xml:" + key[1]] = v
-            else:
-                clean[key] = v
-        self.sink.stream_started(clean, self._ns_decls.get(None), prefix)
-
-
-def _attr_key(name: str) -> str | tuple[str, str]:
-    if _SEP not in name:
-        return name
-    parts = name.split(_SEP)
-    return (parts[0], parts[1])
-
-
-class _Collector:
-    def __init__(self) -> None:
-        self.elements: list[Element] = []
-
-    def stream_started(self, attrs: dict[str, str], default_ns: str | None,
-                       prefix: str | None) -> None:
-        pass
-
-    def element_received(self, el: Element) -> None:
-        self.elements.append(el)
-
-    def stream_ended(self) -> None:
-        pass
-
-
-def parse_fragment(xml: str, content_ns: str = st.NS_CLIENT) -> Element:
-    """Parse one serialized stanza (from storage) with the same restricted parser."""
-    sink = _Collector()
-    parser = XMLStreamParser(sink, max_stanza_bytes=1 << 30)
-    try:
-        parser.feed(f"<s:stream xmlns='{content_ns}' xmlns:s='{st.NS_STREAMS}'>".encode())
-        parser.feed(xml.encode())
-    finally:
-        parser.release()
-    if len(sink.elements) != 1:
-        raise ValueError("not exactly one element")
-    return sink.elements[0]
 
 
 def stream_error_xml(err: StreamError) -> str:
@@ -274,7 +69,8 @@ class XmlStream(protocol.Protocol):
     log = Logger()
     transport: Any  # a TCP/TLS transport (startTLS, pauseProducing, abortConnection ...)
     content_ns: str = st.NS_CLIENT
-    max_stanza_bytes = 262144
+    max_stanza_bytes = 262144  # per top-level element once the peer is authenticated
+    preauth_stanza_bytes = 16384  # before: peers send only small negotiation elements
     close_timeout = 10.0
 
     def __init__(self, clock: Clock) -> None:
@@ -318,7 +114,23 @@ class XmlStream(protocol.Protocol):
     def reset_parser(self) -> None:
         """Start a new XML document (initial stream and each RFC 6120 §4.3.3 restart)."""
         self.drop_parser()
-        self.parser = XMLStreamParser(self, self.max_stanza_bytes)
+        self.parser = XMLStreamParser(self, self.stanza_limit())
+
+    def peer_authenticated(self) -> bool:
+        """Whether the peer has proven who it is, which earns the larger stanza budget."""
+        return False
+
+    def stanza_limit(self) -> int:
+        """RFC 6120 §13.12: the byte budget of one top-level element on this stream now."""
+        if self.peer_authenticated():
+            return self.max_stanza_bytes
+        return min(self.preauth_stanza_bytes, self.max_stanza_bytes)
+
+    def stanza_limit_changed(self) -> None:
+        """The peer authenticated without a stream restart (dialback): widen the budget of
+        the parser that is running."""
+        if self.parser is not None:
+            self.parser.max_stanza_bytes = self.stanza_limit()
 
     def drop_parser(self) -> None:
         """Stop parsing this stream's current document (restart, error, end, close)."""

@@ -53,7 +53,10 @@ async def tls_stream(srv: ServerProcess) -> RawStream:
 
 @pytest.mark.parametrize("payload,condition", [
     ("<message><body>unclosed</message>", "not-well-formed"),
-    ("<message to='a@localhost'><body>&undefined;</body></message>", "not-well-formed"),
+    # RFC 6120 §11.1: entity references other than the predefined ones are restricted XML
+    ("<message to='a@localhost'><body>&undefined;</body></message>", "restricted-xml"),
+    ("<message to='a@localhost' x='&undefined;'/>", "restricted-xml"),
+    ("<message><body>x</body><!DOCTYPE x></message>", "restricted-xml"),
     ("<!-- a comment -->", "restricted-xml"),
     ("<?pi data?>", "restricted-xml"),
     ("<message><body>x</body><!-- inside --></message>", "restricted-xml"),
@@ -127,6 +130,52 @@ def test_slow_oversize_stanza_is_cut_before_it_completes(srv: ServerProcess) -> 
         await raw.send("<message><body>")
         for _ in range(30):
             await raw.send("y" * 1000)
+        assert await raw.stream_error() == "policy-violation"
+
+    run(body())
+
+
+@pytest.mark.parametrize("opening,condition", [
+    ("<message x='", "policy-violation"),
+    ('<iq type="get" id="', "policy-violation"),
+    ("<message", "policy-violation"),
+    ("<message>" + "<a>" * 10 + "<b c='", "policy-violation"),
+    ("<!--", "restricted-xml"),
+    ("<?pi ", "restricted-xml"),
+])
+def test_an_unterminated_token_before_auth_is_cut_at_the_preauth_budget(
+        srv: ServerProcess, opening: str, condition: str) -> None:
+    """Regression (issue 15, A4): an unterminated token at stream level was buffered
+    without limit before authentication (and rescanned by expat on every read). Now its
+    bytes are counted as they arrive and refused past limits.max_preauth_stanza_size
+    (16 KiB); comments and PIs as soon as they start. A bystander never notices."""
+    async def body() -> None:
+        other = await bystander(srv)
+        raw = await RawStream.open(srv.c2s_port)
+        await raw.open_stream()
+        await raw.send(opening)
+        try:
+            for _ in range(17):  # 17 KiB: past the pre-auth budget, within the full one
+                await raw.send("a" * 1024)
+        except ConnectionError:
+            pass
+        assert await raw.stream_error() == condition
+        await still_fine(other)
+        await other.close()
+
+    run(body())
+
+
+def test_a_start_tag_with_too_many_attributes_is_refused_as_it_arrives(
+        srv: ServerProcess) -> None:
+    async def body() -> None:
+        raw = await logged_in(srv)
+        await raw.send("<message ")
+        try:
+            for i in range(200):
+                await raw.send(f"a{i}='' ")
+        except ConnectionError:
+            pass
         assert await raw.stream_error() == "policy-violation"
 
     run(body())
