@@ -30,7 +30,8 @@ _WRAP_OPEN = (f"<stream:stream xmlns='{st.NS_CLIENT}' xmlns:stream='{st.NS_STREA
 
 
 class _Frame:
-    """Collects the elements of one WebSocket message parsed inside a synthetic root."""
+    """Collects the elements parsed from one WebSocket message, so that a message holding
+    more or less than one complete element is refused before any of it is acted on."""
 
     def __init__(self) -> None:
         self.elements: list[Element] = []
@@ -43,20 +44,29 @@ class _Frame:
         self.elements.append(el)
 
     def stream_ended(self) -> None:
-        pass
+        raise StreamError("not-well-formed", "each WebSocket message must hold one element")
 
 
 class WebSocketC2S(C2SSession):
-    """A c2s session whose transport is a WebSocket (see WSTransport)."""
+    """A c2s session whose transport is a WebSocket (see WSTransport).
+
+    The messages of one connection are parsed as the children of one synthetic stream
+    element, by one parser per stream (restarted like a TCP stream's, after SASL): so each
+    message is held to the same per-stanza budget as on TCP (RFC 6120 §13.12; pre- and
+    post-authentication), not to the stream-header budget, and a parser is not built per
+    message."""
 
     can_starttls = False
 
     def __init__(self, server: XmppServer, secure: bool) -> None:
         super().__init__(server, direct_tls=secure)
         self.secure = secure
+        self._frame = _Frame()
 
     def reset_parser(self) -> None:
-        self.drop_parser()  # every message is parsed on its own (RFC 7395 §3.3.3)
+        self.drop_parser()
+        self.parser = XMLStreamParser(self._frame, self.stanza_limit())
+        self.parser.feed(_WRAP_OPEN)
 
     def frame_received(self, payload: bytes) -> None:
         """One WebSocket text message: exactly one complete element (RFC 7395 §3.3.3)."""
@@ -69,25 +79,20 @@ class WebSocketC2S(C2SSession):
             data = data[end + 2:].lstrip() if end >= 0 else data
         if not data:
             return  # whitespace keepalive
-        if len(data) > self.max_stanza_bytes:
-            self.stream_error(StreamError("policy-violation", "message too large"))
+        parser = self.parser
+        if parser is None:
             return
-        frame = _Frame()
-        parser = XMLStreamParser(frame, self.max_stanza_bytes)
+        frame = self._frame
         try:
-            parser.feed(_WRAP_OPEN)
             parser.feed(data)
-            parser.feed(b"</stream:stream>")
+            if len(frame.elements) != 1 or parser.depth != 1 or parser.pending:
+                raise StreamError("not-well-formed",
+                                  "each WebSocket message must hold exactly one element")
         except StreamError as err:
+            frame.elements.clear()
             self.stream_error(err)
             return
-        finally:
-            parser.release()
-        if len(frame.elements) != 1:
-            self.stream_error(StreamError(
-                "not-well-formed", "each WebSocket message must hold exactly one element"))
-            return
-        el = frame.elements[0]
+        el = frame.elements.pop()
         try:
             if el.uri == NS_FRAMING and el.name == "open":
                 self._open(el)

@@ -208,3 +208,55 @@ def test_large_bodies_are_refused_before_they_are_read(srv: ServerProcess) -> No
         answer = tls.recv(4096).decode()  # no body was sent, yet the answer is here
         assert answer.startswith("HTTP/1.1 413"), answer
         tls.close()
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["wss", "ws"])
+def test_a_200_kib_stanza_crosses_a_websocket_both_ways(srv: ServerProcess, secure: bool) -> None:
+    """Regression: each message was parsed as a whole synthetic stream, so the 8 KiB budget
+    of a stream header applied to it and any frame over 8 KiB (an OMEMO bundle) closed the
+    stream. A message is now held to the per-stanza budget, as on TCP (RFC 6120 §13.12)."""
+    a, apw = srv.new_user("bigweb")
+    b, _ = srv.new_user("bigtcp")
+    big = "x" * (200 * 1024)
+    headers = {} if secure else {"X-Forwarded-Proto": "https"}
+
+    async def body() -> None:
+        ws = await WS.open(srv, secure=secure, additional_headers=headers)
+        full = await ws.login(a, apw)
+        cb = await connect(srv, b + "/tcp")
+        await ws.send(f"<message xmlns='jabber:client' to='{b}/tcp' type='chat' id='big'>"
+                      f"<body>{big}</body></message>")
+        got = await cb.next_message(where=lambda m: m["id"] == "big")
+        assert got["body"] == big
+        cb.send_message(mto=full, mbody=big + "y", mtype="chat")
+        msg = await ws.recv()
+        assert msg.findtext(C + "body") == big + "y"
+        await ws.send("<iq xmlns='jabber:client' type='get' id='p'>"
+                      "<ping xmlns='urn:xmpp:ping'/></iq>")
+        assert (await ws.recv()).get("id") == "p"  # the stream is still up
+        await cb.close()
+        await ws.conn.close()
+
+    run(body())
+
+
+def test_websocket_stanza_budgets_before_and_after_auth(srv: ServerProcess) -> None:
+    """Before authentication a much smaller budget applies (limits.max_preauth_stanza_size,
+    advertised with XEP-0478); after it, the full one, and past it <policy-violation/>."""
+    a, apw = srv.new_user("budget")
+    limits = "{urn:xmpp:stream-limits:0}"
+
+    async def body() -> None:
+        ws = await WS.open(srv)
+        features = await ws.stream()
+        assert features.findtext(f"{limits}limits/{limits}max-bytes") == "16384"
+        await ws.send(f"<iq xmlns='jabber:client' type='get' id='r'>"
+                      f"<query xmlns='jabber:iq:register'>{'z' * 20000}</query></iq>")
+        assert await ws.error_and_close() == "policy-violation"
+        ws = await WS.open(srv)
+        await ws.login(a, apw)
+        await ws.send(f"<message xmlns='jabber:client' to='{a}'><body>{'q' * 263000}"
+                      "</body></message>")
+        assert await ws.error_and_close() == "policy-violation"
+
+    run(body())
