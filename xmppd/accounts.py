@@ -7,7 +7,9 @@ PBKDF2 runs in a worker thread so that the reactor never stalls on it.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import os
 import secrets
 from typing import Final
 
@@ -53,6 +55,21 @@ def check_password(password: str, creds: Credentials) -> bool:
     return hmac.compare_digest(stored, creds.stored_key)
 
 
+FAKE_SALT_BYTES: Final = 32  # the length of the salts scramp makes for real accounts
+
+
+def fake_credentials(secret: bytes, mech: str, domain: str, username: str, iterations: int
+                     ) -> Credentials:
+    """A verifier for an account that does not exist, for login attempts to fail exactly as
+    with a wrong password: deterministic salt per user (a probe sees a stable one) as long
+    as a real one (a 16-byte salt among 32-byte ones told unknown accounts apart in one
+    request), keys nobody can match."""
+    seed = hashlib.sha256(secret + f"{mech}:{username}@{domain}".encode()).digest()
+    size = 32 if _HASH.get(mech) == "sha256" else 20
+    return Credentials(mech, seed[:FAKE_SALT_BYTES], iterations, os.urandom(size),
+                       os.urandom(size))
+
+
 def split_user(jid: str) -> tuple[str, str]:
     """'user@host' -> prepared (host, username)."""
     try:
@@ -93,6 +110,12 @@ class Accounts:
         creds = await self.storage.accounts.get_credentials(host, username)
         c = creds.get("SCRAM-SHA-256") or creds.get("SCRAM-SHA-1")
         if c is None:
+            # Unknown account: the same key derivation as for a real one, against a verifier
+            # nobody can match, so the time taken does not tell (it was 2.2 ms against
+            # 5.5 ms for a real account).
+            fake = fake_credentials(await self.fake_secret(), "SCRAM-SHA-256", host,
+                                    username, self.iterations)
+            await threads.deferToThread(check_password, password, fake)
             return False
         return await threads.deferToThread(check_password, password, c)
 

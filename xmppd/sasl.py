@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from xmppd.accounts import fake_credentials
 from xmppd.errors import SASLFailure
 from xmppd.jid import JIDError, prepare_local
 
@@ -137,8 +138,8 @@ class Scram(Mechanism):
         creds = (await self.accounts.storage.accounts.get_credentials(self.domain, username)
                  ).get(self.name)
         if creds is None:
-            creds = _fake_credentials(await self.accounts.fake_secret(), self.name,
-                                      self.domain, username, self.accounts.iterations)
+            creds = fake_credentials(await self.accounts.fake_secret(), self.name,
+                                     self.domain, username, self.accounts.iterations)
             self._fake = True
         # §5.1 r: the server appends its own nonce; 18 random bytes as base64 are printable
         # and never contain ','.
@@ -222,16 +223,6 @@ def _unescape(saslname: str) -> str:
     if "=" not in saslname:
         return saslname
     return re.sub("=2C|=3D", lambda m: _SASLNAME_ESCAPES[m[0]], saslname)
-
-
-def _fake_credentials(secret: bytes, mech: str, domain: str, username: str, iterations: int
-                      ) -> Credentials:
-    """Deterministic per user (so a probe sees a stable salt), useless for logging in."""
-    from storage.base import Credentials
-
-    seed = hashlib.sha256(secret + f"{mech}:{username}@{domain}".encode()).digest()
-    size = 32 if mech == "SCRAM-SHA-256" else 20
-    return Credentials(mech, seed[:16], iterations, os.urandom(size), os.urandom(size))
 
 
 def make_mechanism(name: str, accounts: Accounts, domain: str) -> Mechanism:
