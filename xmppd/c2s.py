@@ -18,6 +18,7 @@ from twisted.words.xish.domish import Element
 
 from xmppd import hooks as H
 from xmppd import stanza as st
+from xmppd.authguard import Attempt, AuthGuard
 from xmppd.errors import SASLFailure, StanzaError, StreamError, error_reply
 from xmppd.jid import JID, JIDError, prepare_domain
 from xmppd.sasl import Mechanism, b64_response, make_mechanism
@@ -52,6 +53,7 @@ class C2SSession(OrderedXmlStream):
         self.lang = ""
         self._sasl: Mechanism | None = None
         self._auth_failures = 0
+        self._counted_unauthenticated = False  # by AuthGuard.connection_opened
         self._handshake_timer: IDelayedCall | None = None
         self.clean_close = False
         self.stanzas_in = 0  # stanzas handled since binding (XEP-0198 counts from this)
@@ -63,9 +65,20 @@ class C2SSession(OrderedXmlStream):
         self.server.connections.add(self)
         self.log.info("c2s connection from {peer}{tls}", peer=self.peer,
                       tls=" (direct TLS)" if self.tls_active else "")
+        if not self.server.auth_guard.connection_opened(self.peer_host):
+            self.stream_error(StreamError(
+                "policy-violation", "too many unauthenticated connections from your address"))
+            return
+        self._counted_unauthenticated = True
         timeout = self.server.config.limits.handshake_timeout
         if timeout:
             self._handshake_timer = self.clock.callLater(timeout, self._handshake_expired)
+
+    def _authenticated_now(self) -> None:
+        """No longer one of the address's unauthenticated connections."""
+        if self._counted_unauthenticated:
+            self._counted_unauthenticated = False
+            self.server.auth_guard.connection_done(self.peer_host)
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
@@ -74,6 +87,9 @@ class C2SSession(OrderedXmlStream):
 
     def on_closed(self, reason: Failure) -> None:
         self.server.connections.discard(self)
+        self._authenticated_now()
+        if self._sasl is not None and self._sasl.attempt is not None:
+            self._sasl.attempt.abandoned()
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         self._queue.clear()
@@ -238,7 +254,11 @@ class C2SSession(OrderedXmlStream):
                 name = el.getAttribute("mechanism", "")
                 if name not in self._mechanisms():
                     raise SASLFailure("invalid-mechanism")
-                self._sasl = make_mechanism(name, self.server.accounts, self.host)
+                guard = self.server.auth_guard
+                if guard.refused(self.peer_host) is not None:
+                    raise SASLFailure("temporary-auth-failure")  # banned address
+                self._sasl = make_mechanism(name, self.server.accounts, self.host,
+                                            _Gate(guard, self.peer_host, self.host))
                 body = st.text(el).strip()
                 step = await self._sasl.start(None if body == "" else b64_response(body))
             elif el.name == "response":
@@ -260,9 +280,11 @@ class C2SSession(OrderedXmlStream):
             self.write(f"<challenge xmlns='{st.NS_SASL}'>{data}</challenge>")
             return
         mech = self._sasl.name if self._sasl else "?"
+        if self._sasl is not None and self._sasl.attempt is not None:
+            self._sasl.attempt.succeeded()
         self._sasl = None
         self.username = step.username
-        self.server.auth_succeeded(self.peer)
+        self._authenticated_now()
         self.log.info("authenticated {user}@{host} from {peer} with {mech}", user=step.username,
                       host=self.host, peer=self.peer, mech=mech)
         extra = base64.b64encode(step.data).decode() if step.data else ""
@@ -271,11 +293,16 @@ class C2SSession(OrderedXmlStream):
         self.reset_parser()  # RFC 6120 §6.4.6: stream restart
 
     async def _sasl_failed(self, fail: SASLFailure) -> None:
+        attempt = self._sasl.attempt if self._sasl is not None else None
         self._sasl = None
         self._auth_failures += 1
-        delay = self.server.auth_failed(self.peer)
+        if attempt is not None:
+            attempt.failed()  # a password or proof was checked and was wrong
         self.log.info("authentication failure ({cond}) on {host} from {peer}",
                       cond=fail.condition, host=self.host, peer=self.peer)
+        delay = 0.0
+        if fail.condition != "temporary-auth-failure":
+            delay = self.server.auth_reply_delay(self.peer_host)
         if delay > 0:
             d: Deferred[None] = Deferred()
             self.clock.callLater(delay, d.callback, None)
@@ -406,6 +433,21 @@ class C2SSession(OrderedXmlStream):
 
     def send_raw(self, data: str) -> None:
         self.write(data)
+
+
+class _Gate:
+    """AuthGuard bound to one connection's address and domain, for the SASL mechanisms."""
+
+    __slots__ = ("address", "domain", "guard")
+
+    def __init__(self, guard: AuthGuard, address: str, domain: str) -> None:
+        self.guard, self.address, self.domain = guard, address, domain
+
+    def refused(self, username: str) -> bool:
+        return self.guard.refused(self.address, f"{username}@{self.domain}") is not None
+
+    def begin(self, username: str) -> Attempt | None:
+        return self.guard.begin(self.address, f"{username}@{self.domain}")
 
 
 class C2SFactory(protocol.Factory):

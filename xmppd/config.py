@@ -7,6 +7,7 @@ so `[plugins.ping] interval = "x"` fails at start as ``plugins.ping.interval: ex
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 import types
 import typing
@@ -76,6 +77,13 @@ class AuthConfig:
     max_failures_per_stream: int = 5
     throttle_after: int = 3  # failures per IP before replies are delayed
     throttle_max_delay: float = 30.0
+    # Brute-force bans (xmppd/authguard.py)
+    ban_after: int = 10  # failures from one address (IPv6: its /64) within ban_window
+    account_ban_after: int = 5  # failures for one account from any address
+    ban_window: float = 600.0
+    ban_time: float = 600.0
+    max_unauthenticated_per_ip: int = 128
+    exempt_networks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -242,6 +250,17 @@ def _validate(cfg: ServerConfig) -> None:
     for mech in cfg.auth.mechanisms:
         if mech not in ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"):
             raise ConfigError(f"auth.mechanisms: unknown mechanism {mech!r}")
+    for key in ("ban_after", "account_ban_after", "max_unauthenticated_per_ip"):
+        if getattr(cfg.auth, key) < 1:
+            raise ConfigError(f"auth.{key}: must be at least 1")
+    for key in ("ban_window", "ban_time"):
+        if getattr(cfg.auth, key) <= 0:
+            raise ConfigError(f"auth.{key}: must be positive")
+    for net in cfg.auth.exempt_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"auth.exempt_networks: {net!r} is not a network") from None
     if cfg.auth.iteration_count < 4096:
         raise ConfigError("auth.iteration_count: must be at least 4096 (RFC 7677)")
     if cfg.limits.max_stanza_size < 10000:

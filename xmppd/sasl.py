@@ -18,7 +18,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from xmppd.accounts import fake_credentials
 from xmppd.errors import SASLFailure
@@ -27,6 +27,16 @@ from xmppd.jid import JIDError, prepare_local
 if TYPE_CHECKING:
     from storage.base import Credentials
     from xmppd.accounts import Accounts
+    from xmppd.authguard import Attempt
+
+
+class Gate(Protocol):
+    """The brute-force guard as a mechanism sees it (xmppd/authguard.py, bound to the
+    connection's address and domain)."""
+
+    def refused(self, username: str) -> bool: ...
+
+    def begin(self, username: str) -> Attempt | None: ...
 
 
 def b64_response(data: str) -> bytes:
@@ -52,9 +62,25 @@ class SaslStep:
 class Mechanism:
     name = ""
 
-    def __init__(self, accounts: Accounts, domain: str) -> None:
+    def __init__(self, accounts: Accounts, domain: str, gate: Gate | None = None) -> None:
         self.accounts = accounts
         self.domain = domain
+        self.gate = gate
+        self.attempt: Attempt | None = None  # the password check under way, if any
+
+    def check_gate(self, username: str) -> None:
+        """As soon as the account is known: refuse it while a ban applies."""
+        if self.gate is not None and self.gate.refused(username):
+            raise SASLFailure("temporary-auth-failure")
+
+    def begin_check(self, username: str) -> None:
+        """Right before a password or proof is checked: a ban, or too many attempts failed
+        or still under way, refuse it (RFC 6120 §6.5.12 temporary-auth-failure); the
+        caller reports the outcome through ``self.attempt``."""
+        if self.gate is not None:
+            self.attempt = self.gate.begin(username)
+            if self.attempt is None:
+                raise SASLFailure("temporary-auth-failure")
 
     async def start(self, initial: bytes | None) -> SaslStep:
         raise NotImplementedError
@@ -98,6 +124,7 @@ class Plain(Mechanism):
         authzid, authcid, password = parts
         username = _username(authcid)
         _check_authzid(authzid, username, self.domain)
+        self.begin_check(username)
         if not password or not await self.accounts.verify_plain(self.domain, username, password):
             raise SASLFailure("not-authorized")
         return SaslStep(success=True, username=username)
@@ -110,8 +137,9 @@ class Scram(Mechanism):
     """SCRAM-SHA-1 / SCRAM-SHA-256 server side (RFC 5802 §5, §7); one instance per exchange.
     No channel binding is offered (no -PLUS mechanism), so a client asking for it fails."""
 
-    def __init__(self, accounts: Accounts, domain: str, name: str) -> None:
-        super().__init__(accounts, domain)
+    def __init__(self, accounts: Accounts, domain: str, name: str,
+                 gate: Gate | None = None) -> None:
+        super().__init__(accounts, domain, gate)
         self.name = name
         self.hash = _SCRAM_HASHES[name]
         self._creds: Credentials | None = None
@@ -135,6 +163,7 @@ class Scram(Mechanism):
         first = _parse_client_first(_decode(data))
         username = _username(first.authcid)
         _check_authzid(first.authzid, username, self.domain)
+        self.check_gate(username)
         creds = (await self.accounts.storage.accounts.get_credentials(self.domain, username)
                  ).get(self.name)
         if creds is None:
@@ -167,6 +196,7 @@ class Scram(Mechanism):
             raise SASLFailure("malformed-request") from None
         if cbind != self._gs2_header.encode() or attrs[1][2:] != self._nonce:
             raise SASLFailure("not-authorized")
+        self.begin_check(self._username)
         auth_message = (self._auth_prefix + without_proof).encode()
         signature = hmac.digest(creds.stored_key, auth_message, self.hash)
         if len(proof) != len(signature):
@@ -225,9 +255,10 @@ def _unescape(saslname: str) -> str:
     return re.sub("=2C|=3D", lambda m: _SASLNAME_ESCAPES[m[0]], saslname)
 
 
-def make_mechanism(name: str, accounts: Accounts, domain: str) -> Mechanism:
+def make_mechanism(name: str, accounts: Accounts, domain: str, gate: Gate | None = None
+                   ) -> Mechanism:
     if name == "PLAIN":
-        return Plain(accounts, domain)
+        return Plain(accounts, domain, gate)
     if name in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
-        return Scram(accounts, domain, name)
+        return Scram(accounts, domain, name, gate)
     raise SASLFailure("invalid-mechanism")

@@ -22,6 +22,7 @@ from storage.sql import Database
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.accounts import Accounts
+from xmppd.authguard import AuthGuard, GuardPolicy
 from xmppd.c2s import C2SFactory, C2SSession
 from xmppd.cluster import Cluster
 from xmppd.config import ListenerConfig, ServerConfig
@@ -61,7 +62,12 @@ class XmppServer:
         self.connections: set[C2SSession] = set()
         self.listeners: list[tuple[str, IListeningPort]] = []
         self.started_at = self.clock.seconds()
-        self._auth_failures: dict[str, tuple[int, float]] = {}
+        auth = config.auth
+        self.auth_guard = AuthGuard(GuardPolicy(
+            ban_after=auth.ban_after, account_ban_after=auth.account_ban_after,
+            ban_window=auth.ban_window, ban_time=auth.ban_time,
+            max_unauthenticated_per_ip=auth.max_unauthenticated_per_ip,
+            exempt_networks=tuple(auth.exempt_networks)), self.clock.seconds)
         self.stopping = False
         self.inflight: set[defer.Deferred[Any]] = set()  # work a clean stop must wait for
 
@@ -249,25 +255,14 @@ class XmppServer:
         return found
 
     # -- authentication throttle ------------------------------------------------------------------
-    def auth_failed(self, peer: str) -> float:
-        """Count a failure for the peer's IP; returns how long to delay the reply."""
-        ip = peer.rsplit(":", 1)[0]
-        now = self.clock.seconds()
-        count, last = self._auth_failures.get(ip, (0, now))
-        if now - last > 600:
-            count = 0
-        count += 1
-        self._auth_failures[ip] = (count, now)
-        if len(self._auth_failures) > 10000:
-            self._auth_failures = {k: v for k, v in self._auth_failures.items()
-                                   if now - v[1] < 600}
-        over = count - self.config.auth.throttle_after
+    def auth_reply_delay(self, ip: str) -> float:
+        """How long to hold back a failure reply: nothing for the first ``throttle_after``
+        failures from the address within the ban window, then doubling up to the maximum.
+        (Bans, which bound the guess rate, are AuthGuard's.)"""
+        over = self.auth_guard.recent_failures(ip) - self.config.auth.throttle_after
         if over <= 0:
             return 0.0
         return float(min(2 ** (over - 1), self.config.auth.throttle_max_delay))
-
-    def auth_succeeded(self, peer: str) -> None:
-        self._auth_failures.pop(peer.rsplit(":", 1)[0], None)
 
 
 def _port_number(port: IListeningPort) -> int:

@@ -83,6 +83,7 @@ class XmlStream(protocol.Protocol):
         self.closed = False
         self._close_timer: IDelayedCall | None = None
         self.peer = "?"
+        self.peer_host = "?"  # the peer's address (what brute-force limits key on)
 
     # -- twisted Protocol --------------------------------------------------------------------
     def connectionMade(self) -> None:  # noqa: N802
@@ -90,6 +91,7 @@ class XmlStream(protocol.Protocol):
         host = getattr(addr, "host", None)
         port = getattr(addr, "port", None)
         self.peer = f"{host}:{port}" if host is not None else str(addr)
+        self.peer_host = str(host) if host is not None else self.peer
         # Twisted already coalesces the writes of one reactor turn; Nagle would only hold back
         # the tail of a multi-stanza reply (a MAM page) until the peer's delayed ACK.
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)

@@ -42,15 +42,19 @@ class RawStream:
         self.pending: list[ET.Element] = []
 
     @classmethod
-    async def open(cls, port: int, host: str = "127.0.0.1", tls_ca: str | None = None
-                   ) -> RawStream:
+    async def open(cls, port: int, host: str = "127.0.0.1", tls_ca: str | None = None,
+                   source: str | None = None) -> RawStream:
+        """Connect; ``source`` picks the local address (any 127.x.y.z on loopback, so a
+        test can be several client addresses)."""
+        local = (source, 0) if source else None
         if tls_ca is not None:
             ctx = ssl.create_default_context(cafile=tls_ca)
             ctx.check_hostname = False
             reader, writer = await asyncio.open_connection(host, port, ssl=ctx,
-                                                           server_hostname="localhost")
+                                                           server_hostname="localhost",
+                                                           local_addr=local)
         else:
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         return cls(reader, writer)
 
     async def send(self, data: str | bytes) -> None:
