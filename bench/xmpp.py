@@ -143,6 +143,7 @@ class ClientConfig:
     mechanism: str = "SCRAM-SHA-1"
     ca_file: str | None = None
     timeout: float = 30.0
+    source: str | None = None  # local address to connect from (another 127.x on loopback)
 
     def ssl_context(self) -> ssl.SSLContext:
         return _ssl_context(self.ca_file)
@@ -303,8 +304,9 @@ class Connection(asyncio.Protocol):
     async def connect(self) -> El:
         """TCP (+STARTTLS); returns the features offered for authentication."""
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.create_connection(lambda: self, self.cfg.host, self.cfg.port),
-                               self.cfg.timeout)
+        local = (self.cfg.source, 0) if self.cfg.source else None
+        await asyncio.wait_for(loop.create_connection(lambda: self, self.cfg.host, self.cfg.port,
+                                                      local_addr=local), self.cfg.timeout)
         features = await self._open_stream()
         if self.cfg.tls:
             if features.find("starttls") is None:
