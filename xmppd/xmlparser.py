@@ -45,6 +45,7 @@ _HANDLERS: Final = {
 }
 _ERR = expat.errors.codes
 _BAD_PREFIX: Final = _ERR[expat.errors.XML_ERROR_UNBOUND_PREFIX]
+_INVALID_TOKEN: Final = _ERR[expat.errors.XML_ERROR_INVALID_TOKEN]
 # RFC 6120 §11.1: entity references other than the five predefined ones, DTD-related and
 # misplaced XML declarations / PIs are restricted XML, not merely ill-formed.
 _RESTRICTED_ERRORS: Final = frozenset(_ERR[getattr(expat.errors, name)] for name in (
@@ -105,6 +106,7 @@ class XMLStreamParser:
         self.max_depth = max_depth
         self._parser = self._make_parser()
         self._stack: list[Element] = []
+        self._text: list[str] = []  # pieces of a text run that came in several parts
         self._depth = 0
         self._fed = 0  # bytes given to expat
         self._stanza_start = 0  # expat's byte index of the current top-level element
@@ -116,6 +118,7 @@ class XMLStreamParser:
         self._scan_at = 0  # where the scan of _held stopped
         self._quote = 0  # the quote byte of an attribute value the scan is inside, or 0
         self._attrs = 0  # quoted values seen in the tag being scanned
+        self._in_expat = 0  # leading bytes of _held that expat already has
 
     def _make_parser(self) -> expat.XMLParserType:
         p = expat.ParserCreate("UTF-8", _SEP, intern=_shared_names())
@@ -144,7 +147,9 @@ class XMLStreamParser:
         for name in _HANDLERS:
             setattr(p, name, None)
         self._stack.clear()
+        self._text.clear()
         self._held = bytearray()
+        self._in_expat = 0
 
     @property
     def depth(self) -> int:
@@ -158,70 +163,69 @@ class XMLStreamParser:
 
     def feed(self, data: bytes) -> None:
         """Parse a chunk; raises StreamError on any violation (RFC 6120 §4.9.3)."""
+        if self._held or self._mode != _TEXT:
+            data = self._resume(data)
+            if not data:
+                return
         if self._depth < 0:
             return
-        if self._held or self._mode != _TEXT:
-            rest = self._resume(data)
-            if rest is None:
-                self._check_budget()
-                return
-            data = rest
-        if data:
-            keep = self._complete_prefix(data)
-            if keep == len(data):
-                self._parse(data)
-                if self._depth == 1:
-                    return  # between stanzas, nothing held: nothing to count
-            else:
-                if keep:
-                    self._parse(data[:keep])
-                if self._depth >= 0:
-                    self._held = bytearray(data[keep:])
-        self._check_budget()
+        # The short way, for nearly every chunk: expat gets all of it, and afterwards its
+        # CurrentByteIndex says whether it kept an unfinished construct back (the index is
+        # then where that construct starts). Only then does the guard look at bytes.
+        start = self._fed
+        self._fed = end = start + len(data)
+        try:
+            self._parser.Parse(data, False)
+        except expat.ExpatError as exc:
+            at = self._parser.ErrorByteIndex - start
+            if exc.code == _INVALID_TOKEN and b"<!" in data[max(0, at - 2):at + 1]:
+                # A DTD declaration inside the stream: restricted XML (RFC 6120 §11.1)
+                # before it is ill-formed.
+                raise StreamError("restricted-xml") from None
+            raise _parse_error(exc) from None
+        kept = self._parser.CurrentByteIndex
+        if kept != end and self._depth >= 0:
+            self._expat_kept(data, kept - start)
+        if self._depth >= 2 or self._held:
+            self._check_budget()
 
     # -- the guard ----------------------------------------------------------------------------
-    def _complete_prefix(self, data: bytes) -> int:
-        """How much of ``data`` (which starts outside any markup) expat may have: all of it,
-        unless it ends inside a tag or a reference. Only chunks with a '<!' (CDATA) or '<?'
-        are scanned construct by construct; for the others the last tag and what follows it
-        tell: an earlier tag or reference left open is an error expat reports, because
-        the '<' after it is fed too."""
-        # (Two-byte searches cost ~300 ns on a message, a memchr for one byte ~50 ns.)
-        if ((data.find(_BANG) >= 0 and b"<!" in data)
-                or (data.find(_QMARK) >= 0 and b"<?" in data)):
-            return self._scan(data, 0, once=False)
-        lt = data.rfind(b"<")
-        if lt >= 0:
-            if data[-1] == _GT and data.find(b"'", lt) < 0 and data.find(b'"', lt) < 0:
-                return len(data)  # nearly every chunk: it ends with a complete tag
-            end = _tag_end(data, lt)
-            if end < 0:
-                before = data.rfind(b"<", 0, lt)
-                if before >= 0 and not 0 <= _tag_end(data, before) <= lt:
-                    # The tag before the unfinished one is still open: '<' inside a tag.
-                    raise StreamError("not-well-formed", "'<' inside a tag")
-                return self._scan(data, lt, once=False)
-        else:
-            end = 0
-        amp = data.rfind(b"&", end)
-        if amp >= 0 and data.find(b";", amp) < 0:
-            return self._scan(data, amp, once=False)
-        return len(data)
+    def _expat_kept(self, data: bytes, offset: int) -> None:
+        """expat stopped short of the end of ``data``: at an unfinished tag, reference,
+        comment, PI or CDATA opening (or a few bytes of text: a split UTF-8 sequence, a ']'
+        or CR it must see the next byte of, which need nothing here). Scan that construct
+        from its start; until it ends, later bytes wait in the guard's buffer."""
+        tail = data[max(offset, 0):]
+        if not tail or tail[0] not in (_LT, _AMP):
+            return
+        self._mode = _TEXT
+        stop = self._scan(tail, 0, once=False)
+        self._held = bytearray(tail[stop:])
+        self._in_expat = len(tail) - stop
 
-    def _resume(self, data: bytes) -> bytes | None:
-        """Go on with the held construct; once it is complete, parse it and return what
-        followed it in ``data`` (None while it is still unfinished)."""
+    def _resume(self, data: bytes) -> bytes:
+        """Go on with the held construct; once it is complete, hand it to expat and return
+        what followed it in ``data`` (nothing while it is still unfinished)."""
         held = self._held
         held += data
         end = self._scan(held, self._scan_at, once=True)
         if self._mode != _TEXT:
             if end:  # CDATA: all but its last two bytes can go
-                self._parse(bytes(held[:end]))
-                del held[:end]
-            return None
+                self._give(held, end)
+            self._check_budget()
+            return b""
+        self._give(held, end)
+        rest = bytes(held)
         self._held = bytearray()
-        self._parse(bytes(held[:end]))
-        return bytes(held[end:]) if self._depth >= 0 else None
+        return rest
+
+    def _give(self, held: bytearray, upto: int) -> None:
+        """Hand ``held[:upto]`` to expat (minus what it already has) and drop it."""
+        skip = self._in_expat
+        if upto > skip:
+            self._parse(bytes(held[skip:upto]))
+        self._in_expat = max(0, skip - upto)
+        del held[:upto]
 
     def _scan(self, buf: bytes | bytearray, pos: int, once: bool) -> int:
         """Scan ``buf`` from ``pos`` on from the saved state and return how much of it is
@@ -312,13 +316,14 @@ class XMLStreamParser:
     def _check_budget(self) -> None:
         """RFC 6120 §13.12: bound what one peer makes us hold, before and after parsing."""
         depth = self._depth
+        waiting = len(self._held) - self._in_expat  # received, not yet given to expat
         if depth >= 2:
-            if self._fed + len(self._held) - self._stanza_start > self.max_stanza_bytes:
+            if self._fed + waiting - self._stanza_start > self.max_stanza_bytes:
                 raise StreamError("policy-violation", "stanza too large")
         elif depth == 1:
             if len(self._held) > self.max_stanza_bytes:
                 raise StreamError("policy-violation", "stanza too large")
-        elif depth == 0 and self._fed + len(self._held) > HEADER_LIMIT:
+        elif depth == 0 and self._fed + waiting > HEADER_LIMIT:
             raise StreamError("policy-violation", "stream header too large")
 
     def _parse(self, data: bytes) -> None:
@@ -326,11 +331,7 @@ class XMLStreamParser:
         try:
             self._parser.Parse(data, False)
         except expat.ExpatError as exc:
-            if exc.code == _BAD_PREFIX:
-                raise StreamError("bad-namespace-prefix") from None
-            if exc.code in _RESTRICTED_ERRORS:
-                raise StreamError("restricted-xml") from None
-            raise StreamError("not-well-formed") from None
+            raise _parse_error(exc) from None
 
     # -- expat callbacks -------------------------------------------------------------------
     def _restricted(self, *args: object) -> None:
@@ -364,6 +365,9 @@ class XMLStreamParser:
                 raise StreamError("policy-violation", "too many attributes")
             el.attributes = {_attr_key(k): v for k, v in attrs.items()}
         stack = self._stack
+        if self._text:
+            stack[-1].children.append("".join(self._text))
+            self._text.clear()
         if stack:
             # No el.parent: a child->parent link makes every stanza with children a
             # reference cycle for the cyclic collector (see xmppd.stanza.add).
@@ -377,6 +381,9 @@ class XMLStreamParser:
             self.sink.stream_ended()
             return
         el = self._stack.pop()
+        if self._text:
+            el.children.append("".join(self._text))
+            self._text.clear()
         if depth == 2:
             if self._parser.CurrentByteIndex - self._stanza_start > self.max_stanza_bytes:
                 raise StreamError("policy-violation", "stanza too large")
@@ -385,8 +392,12 @@ class XMLStreamParser:
     def _chars(self, data: str) -> None:
         if self._depth >= 2:
             kids = self._stack[-1].children
-            if kids and isinstance(kids[-1], str):
-                kids[-1] += data
+            if self._text:
+                self._text.append(data)
+            elif kids and isinstance(kids[-1], str):
+                # The text run came in pieces (small reads): they are joined when the run
+                # ends (_start/_end); adding each to a growing string was quadratic.
+                self._text.extend((kids.pop(), data))
             else:
                 kids.append(data)
         elif data.strip() and self._depth >= 0:
@@ -410,23 +421,12 @@ class XMLStreamParser:
         self.sink.stream_started(clean, self._ns_decls.get(None), prefix)
 
 
-def _tag_end(data: bytes, lt: int) -> int:
-    """Index just past the '>' that ends the tag starting at ``lt`` (quoted attribute values
-    may hold '>'), or -1 when the tag does not end in ``data``."""
-    pos = lt
-    while True:
-        gt = data.find(b">", pos)
-        if gt < 0:
-            return -1
-        q1 = data.find(b"'", pos, gt)
-        q2 = data.find(b'"', pos, gt)
-        if q1 < 0 and q2 < 0:
-            return gt + 1
-        q = q1 if q2 < 0 or 0 <= q1 < q2 else q2
-        close = data.find(data[q:q + 1], q + 1)
-        if close < 0:
-            return -1
-        pos = close + 1
+def _parse_error(exc: expat.ExpatError) -> StreamError:
+    if exc.code == _BAD_PREFIX:
+        return StreamError("bad-namespace-prefix")
+    if exc.code in _RESTRICTED_ERRORS:
+        return StreamError("restricted-xml")
+    return StreamError("not-well-formed")
 
 
 def _attr_key(name: str) -> str | tuple[str, str]:

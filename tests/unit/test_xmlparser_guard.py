@@ -212,3 +212,22 @@ def test_any_chunking_parses_the_same(cuts: list[int]) -> None:
 
 def test_byte_by_byte_parses_the_same() -> None:
     assert _parse([STREAM_BODY[i:i + 1] for i in range(len(STREAM_BODY))]) == WHOLE
+
+
+def test_text_that_arrives_a_byte_at_a_time_is_one_text_node() -> None:
+    """The pieces of a text run are joined once (adding each to a growing string was
+    quadratic in the run's length)."""
+    p, sink = opened()
+    p.feed(b"<m><body>")
+    for _ in range(3000):
+        p.feed(b"a")
+    p.feed(b"<x/>b")
+    p.feed(b"c</body></m>")
+    body = st.child(sink.elements[0], "body", st.NS_CLIENT)
+    assert body is not None and body.children[0] == "a" * 3000 and body.children[2] == "bc"
+    assert len(body.children) == 3
+
+
+def test_expat_keeping_a_comment_start_is_restricted_at_once() -> None:
+    p, _ = opened()
+    assert condition(p, b"<m><body>hi</body><!-- x") == "restricted-xml"
