@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from plugins.muc import affiliations as A
-from plugins.muc import ns
+from plugins.muc import nicks, ns
 from plugins.muc import roles as R
 from plugins.muc.invites import send_invitation
 from plugins.muc.occupant import Occupant, unavailable
@@ -94,6 +94,8 @@ class Change:
     reason: str | None
     target: Occupant | None = None  # role changes
     bare: str = ""  # affiliation changes
+    nick: str | None = None  # the reserved nick to set (enforced), "" to unset, None: keep
+    nick_key: str | None = None  # its RFC 8266 comparison key
 
 
 async def set_(service: MucService, room: Room, req: Request) -> None:
@@ -102,6 +104,10 @@ async def set_(service: MucService, room: Room, req: Request) -> None:
     try:
         aff, role, me = actor(room, req.from_)
         changes = [_check(room, req.from_, aff, role, item) for item in items]
+        claimed: dict[str, str] = {}
+        for c in changes:  # two users cannot reserve look-alikes in one request either
+            if c.nick_key is not None and claimed.setdefault(c.nick_key, c.bare) != c.bare:
+                raise StanzaError("conflict", text=f"the nick {c.nick} is reserved")
         owners = {a.jid for a in room.with_affiliation(A.OWNER)}
         for c in changes:
             new = c.item.getAttribute("affiliation")
@@ -122,7 +128,7 @@ async def set_(service: MucService, room: Room, req: Request) -> None:
             else:
                 apply_affiliation(service, room, actor_nick, c.bare,
                                   c.item.getAttribute("affiliation") or "", c.reason,
-                                  c.item.getAttribute("nick"), req.from_, later)
+                                  c.nick, req.from_, later)
         req.reply.send(None)
         for fn in later:
             fn()
@@ -155,17 +161,34 @@ def _check(room: Room, requester: JID, aff: str, role: str, item: Element) -> Ch
     err = A.change_error(aff, room.affiliation(bare), new, bare == requester.bare_str)
     if err:
         raise StanzaError(err, text=f"cannot change the affiliation of {bare}")
-    nick = item.getAttribute("nick")
-    if nick:
-        holder = room.nick_reserved_by(nick)
-        if holder is not None and holder != bare:
+    nick, key = _reserved_nick(room, item.getAttribute("nick"))
+    if key is not None:
+        holder = room.nick_reserved_by(key)
+        if holder is not None and holder != bare:  # §7.10: "already reserved": conflict
             raise StanzaError("conflict", text=f"the nick {nick} is reserved")
-    return Change(item, reason, bare=bare)
+    return Change(item, reason, bare=bare, nick=nick, nick_key=key)
+
+
+def _reserved_nick(room: Room, raw: str | None) -> tuple[str | None, str | None]:
+    """(nick to store, comparison key) of a member's nick attribute (§9.3). It is kept in
+    the enforced form the room would show (RFC 8266 §2.3) and compared like the nicks of
+    occupants, so a look-alike of another member's nick is refused. A value the profile
+    refuses is ``bad-request``: the attribute's value is malformed (RFC 6120 §8.3.3.1);
+    it is no address here, so not ``jid-malformed`` as on entry."""
+    if not raw:
+        return raw, None  # None: unchanged; "": unset (§9.5)
+    try:
+        shown, key = nicks.prepare(raw)
+    except nicks.NickError:
+        raise StanzaError("bad-request", text="not a valid roomnick (RFC 8266)") from None
+    if len(shown) > room.service.options.max_nick_length:
+        raise StanzaError("bad-request", text="roomnick is too long")
+    return shown, key
 
 
 def _stored(room: Room, c: Change) -> StoredAffiliation:
     new = c.item.getAttribute("affiliation") or A.NONE
-    return StoredAffiliation(c.bare, new, _nick(room, c.bare, new, c.item.getAttribute("nick")),
+    return StoredAffiliation(c.bare, new, _nick(room, c.bare, new, c.nick),
                              c.reason if new == A.OUTCAST else None)
 
 

@@ -24,10 +24,11 @@ _STRIP = frozenset(((ns.MUC, "x"), (ns.USER, "x"), (ns.OCCUPANT_ID, "occupant-id
 
 @dataclass
 class Occupant:
-    nick: str
+    nick: str  # as shown: the RFC 8266 enforced form (nicks.py)
     bare: JID
     role: str
     occupant_id: str
+    key: str  # RFC 8266 comparison form of the nick: look-alikes share it (nicks.py)
     sessions: dict[JID, Element] = field(default_factory=dict)  # full JID -> presence
     primary: JID | None = None
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from plugins.muc import affiliations as A
-from plugins.muc import mam, ns
+from plugins.muc import mam, nicks, ns
 from plugins.muc import roles as R
 from plugins.muc.history import HistoryRequest, parse_request
 from plugins.muc.occupant import ItemInfo, Occupant, room_presence, unavailable
@@ -70,12 +70,25 @@ def leave(service: MucService, room: Room, occ: Occupant, full: JID, stanza: Ele
     room.remove_session(occ, full, unavailable(stanza))
 
 
-def check_nick(service: MucService, nick: str) -> str:
-    """§18.1.1: no empty or invisible nicknames (the router already applied the RFC 7622
-    resourcepart profile); a length limit against long-nick abuse (§20.5)."""
-    if not nick.strip() or len(nick) > service.options.max_nick_length:
-        raise StanzaError("jid-malformed", text="roomnick is empty or too long")
-    return nick
+def check_nick(service: MucService, nick: str) -> tuple[str, str]:
+    """(shown nick, comparison key) of a requested roomnick under the RFC 8266 Nickname
+    profile (nicks.py), on top of the RFC 7622 resourcepart profile the router applied.
+
+    A nick the profile refuses, or that maps to nothing (only spaces: XEP-0045 business
+    rules #bizrules-jids "MUST NOT allow empty or invisible Room Nicknames", RFC 8266 §2.3
+    "not zero bytes in length"), is ``jid-malformed`` (modify): the nick is the resourcepart
+    of the occupant JID the stanza was addressed to, RFC 6120 §8.3.3.8 names that condition
+    for an address that violates the rules for it, and XEP-0045 §7.2.1 uses it for a join
+    without a nick (which is what an all-space nick becomes). ``not-acceptable`` is what
+    XEP-0045 keeps for nicks refused by policy (locked-down nicks, §7.6, §7.12), not for
+    malformed ones. A length limit guards against long-nick abuse (#security-dos)."""
+    try:
+        shown, key = nicks.prepare(nick)
+    except nicks.NickError:
+        raise StanzaError("jid-malformed", text="not a valid roomnick (RFC 8266)") from None
+    if len(shown) > service.options.max_nick_length:
+        raise StanzaError("jid-malformed", text="roomnick is too long")
+    return shown, key
 
 
 def nick_modified(stanza: Element, nick: str) -> bool:
@@ -90,13 +103,16 @@ async def available(service: MucService, room: Room | None, ev: H.StanzaEvent) -
     x = st.child(s, "x", ns.MUC)
     occ = room.sessions.get(frm) if room is not None else None
     if room is not None and occ is not None:
-        if to.resource == occ.nick:
+        # Presence to one's own occupant JID is the common case: no PRECIS for it.
+        nick, key = (occ.nick, occ.key) if to.resource == occ.nick else check_nick(
+            service, to.resource)
+        if nick == occ.nick:
             if x is not None:
                 await resync(service, room, occ, frm, s, x)
             else:
                 status_change(service, room, occ, frm, s)
         else:
-            change_nick(service, room, occ, frm, to.resource, s)
+            change_nick(service, room, occ, frm, nick, key, s)
         return
     by = to.bare_str
     if x is None:
@@ -108,7 +124,7 @@ async def available(service: MucService, room: Room | None, ev: H.StanzaEvent) -
         p.attributes["to"] = str(frm)
         await service.host.send(p)
         return
-    nick = check_nick(service, to.resource)
+    nick, key = check_nick(service, to.resource)
     history = parse_request(x)
     if room is not None and not room.history_loaded:
         await mam.load_history(service, room)
@@ -118,11 +134,11 @@ async def available(service: MucService, room: Room | None, ev: H.StanzaEvent) -
         room = create(service, to, frm)
         created = True
     else:
-        occ = admit(service, room, frm, nick, x)
+        occ = admit(service, room, frm, key, x)
         if occ is not None:  # another session of the same user and nick (§7.2.9)
             join_session(service, room, occ, frm, s, history)
             return
-    occ = enter(service, room, frm, nick, s)
+    occ = enter(service, room, frm, nick, key, s)
     codes = entry_codes(room)  # with 110, added for every self-presence
     if created:
         codes.append(ns.CREATED)
@@ -158,9 +174,16 @@ def create(service: MucService, to: JID, frm: JID) -> Room:
     return service.create(to.local, frm)
 
 
-def admit(service: MucService, room: Room, frm: JID, nick: str, x: Element) -> Occupant | None:
+def admit(service: MucService, room: Room, frm: JID, key: str, x: Element
+          ) -> Occupant | None:
     """The §7.2 entry checks, in the order of the §7.2.19 table; returns the occupant when
-    the user is already in the room with this nick from another session."""
+    the user is already in the room with this nick from another session.
+
+    Nicks are compared by their RFC 8266 comparison key (nicks.py), so a look-alike of an
+    occupant's nick or of a reserved one is a §7.2.9 conflict. The same user (bare JID)
+    asking for a look-alike of its own nick joins its occupant as one more session (§7.2.9
+    multi-session: "the same roomnick"), under the nick the room already shows, and its
+    self-presence carries 210 (§7.2.3, the service changed the nick)."""
     by = room.jid.bare_str
     aff = room.affiliation(frm.bare)
     if room.locked and aff != A.OWNER:
@@ -172,12 +195,12 @@ def admit(service: MucService, room: Room, frm: JID, nick: str, x: Element) -> O
     if room.config.password_protected and aff != A.OWNER and (
             st.child_text(x, "password", ns.MUC) != room.config.password):
         raise StanzaError("not-authorized", by=by, text="a password is required")
-    present = room.occupants.get(nick)
+    present = room.nick_keys.get(key)
     if present is not None:
         if present.bare == frm.bare:
             return present
         raise StanzaError("conflict", by=by, text="that nickname is in use")
-    holder = room.nick_reserved_by(nick)
+    holder = room.nick_reserved_by(key)
     if holder is not None and holder != frm.bare_str:
         raise StanzaError("conflict", by=by, text="that nickname is reserved")
     if not room.bucket(frm.bare).take(service.now()):  # §20.5: join/leave cycling
@@ -191,14 +214,15 @@ def admit(service: MucService, room: Room, frm: JID, nick: str, x: Element) -> O
     return None
 
 
-def enter(service: MucService, room: Room, frm: JID, nick: str, stanza: Element) -> Occupant:
+def enter(service: MucService, room: Room, frm: JID, nick: str, key: str,
+          stanza: Element) -> Occupant:
     aff = room.affiliation(frm.bare)
     role = R.default_role(aff, room.config.moderated)
     if room.config.moderated and aff == A.NONE:
         role = room.voice.get(frm.bare_str, role)  # §5.1: roles persist in moderated rooms
-    occ = Occupant(nick, frm.bare, role, room.occupant_id(frm.bare))
+    occ = Occupant(nick, frm.bare, role, room.occupant_id(frm.bare), key)
     occ.set_presence(frm, stanza)
-    room.occupants[nick] = occ
+    room.add_occupant(occ)
     room.sessions[frm] = occ
     service.reindex(frm, room)
     return occ
@@ -222,9 +246,11 @@ async def resync(service: MucService, room: Room, occ: Occupant, frm: JID, stanz
 
 def sync(service: MucService, room: Room, occ: Occupant, frm: JID, stanza: Element,
          history: HistoryRequest) -> None:
+    codes = entry_codes(room)
+    if nick_modified(stanza, occ.nick):  # joined the own occupant under a look-alike nick
+        codes.append(ns.NICK_MODIFIED)
     room.send_roster(occ, frm)
-    room.broadcast_presence(occ, room.info(occ), occ.sessions[frm],
-                            self_codes=tuple(entry_codes(room)),
+    room.broadcast_presence(occ, room.info(occ), occ.sessions[frm], self_codes=tuple(codes),
                             self_id=stanza.getAttribute("id"), only_session=frm)
     send_history_and_subject(service, room, frm, history)
 
@@ -253,23 +279,28 @@ def status_change(service: MucService, room: Room, occ: Occupant, frm: JID,
     room.broadcast_presence(occ, room.info(occ), occ.sessions[frm])
 
 
-def change_nick(service: MucService, room: Room, occ: Occupant, frm: JID, nick: str,
-                stanza: Element) -> None:
+def change_nick(service: MucService, room: Room, occ: Occupant, frm: JID, new: str,
+                key: str, stanza: Element) -> None:
     """§7.6: unavailable from the old nick with the new one and 303, then available from
-    the new nick; every session of the occupant follows."""
+    the new nick; every session of the occupant follows.
+
+    The new nick (already through check_nick) conflicts when another occupant's nick or a
+    nick reserved by another user has the same RFC 8266 comparison key, as on entry. The
+    occupant's own key is no conflict: "alice" may become "Alice" (§7.6 "if the bare JID of
+    the present occupant matches ... the service MAY allow the nickname change"). Another
+    occupant of the same user is a conflict all the same: merging two occupants is not a
+    nick change."""
     by = room.jid.bare_str
-    new = check_nick(service, nick)
-    if new in room.occupants:
+    present = room.nick_keys.get(key)
+    if present is not None and present is not occ:
         raise StanzaError("conflict", by=by, text="that nickname is in use")
-    holder = room.nick_reserved_by(new)
+    holder = room.nick_reserved_by(key)
     if holder is not None and holder != occ.bare.bare_str:
         raise StanzaError("conflict", by=by, text="that nickname is reserved")
     if not room.bucket(occ.bare).take(service.now()):
         raise StanzaError("resource-constraint", by=by, text="too many changes")
     room.broadcast_presence(occ, room.info(occ, nick=new, codes=(ns.NEW_NICK,)), unavailable())
-    del room.occupants[occ.nick]
-    occ.nick = new
-    room.occupants[new] = occ
+    room.rename(occ, new, key)
     occ.set_presence(frm, stanza)
     modified = (ns.NICK_MODIFIED,) if nick_modified(stanza, new) else ()
     room.broadcast_presence(occ, room.info(occ), occ.sessions[frm], self_codes=modified,

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.words.xish.domish import Element
 
 from plugins.muc import affiliations as A
-from plugins.muc import ns
+from plugins.muc import nicks, ns
 from plugins.muc import roles as R
 from plugins.muc.config import RoomConfig
 from plugins.muc.fanout import Template
@@ -54,7 +54,9 @@ class Room:
         self.locked = locked  # §10.1.1: created, not yet configured
         self.destroyed = False
         self.affiliations: dict[str, StoredAffiliation] = {}
-        self.occupants: dict[str, Occupant] = {}  # nick -> occupant
+        self.occupants: dict[str, Occupant] = {}  # nick -> occupant (occupant JIDs: exact)
+        self.nick_keys: dict[str, Occupant] = {}  # nick comparison key -> occupant (conflicts)
+        self._reserved: dict[str, str] | None = None  # reserved nick key -> bare JID (lazy)
         self.sessions: dict[JID, Occupant] = {}  # real full JID -> occupant
         self.subject = Subject()
         self.history = History(config.history_length)
@@ -84,17 +86,33 @@ class Room:
                         reason: str | None = None) -> StoredAffiliation:
         entry = StoredAffiliation(bare, affiliation, nick, reason)
         if affiliation == A.NONE:
-            self.affiliations.pop(bare, None)
+            self.drop_affiliation(bare)
         else:
-            self.affiliations[bare] = entry
+            self.put_affiliation(entry)
         return entry
 
-    def nick_reserved_by(self, nick: str) -> str | None:
-        """The bare JID that reserved ``nick`` (member registration, §9.3), if any."""
-        for a in self.affiliations.values():
-            if a.nick == nick and a.affiliation != A.OUTCAST:
-                return a.jid
-        return None
+    def put_affiliation(self, entry: StoredAffiliation) -> None:
+        self.affiliations[entry.jid] = entry
+        self._reserved = None
+
+    def drop_affiliation(self, bare: str) -> None:
+        if self.affiliations.pop(bare, None) is not None:
+            self._reserved = None
+
+    def nick_reserved_by(self, key: str) -> str | None:
+        """The bare JID that reserved a nick with this comparison key (member nicks, §9.3,
+        §7.12: "If another user attempts to join the room with a nickname reserved by the
+        first user, the service MUST deny entry"), if any. Outcasts reserve nothing
+        ("outcasts SHOULD NOT have reserved nicknames", business rules #bizrules-iq). The
+        index is built on the first entry after the affiliations changed, not every time."""
+        if self._reserved is None:
+            index: dict[str, str] = {}
+            for a in self.affiliations.values():
+                k = nicks.key(a.nick) if a.nick and a.affiliation != A.OUTCAST else None
+                if k is not None:
+                    index.setdefault(k, a.jid)
+            self._reserved = index
+        return self._reserved.get(key)
 
     # -- occupants ------------------------------------------------------------------------------
     def occupant_id(self, bare: JID) -> str:
@@ -108,6 +126,22 @@ class Room:
         """§7.2.4/§7.2.5: real JIDs go to everyone in a non-anonymous room, else to
         moderators only."""
         return self.config.non_anonymous or (viewer is not None and viewer.role == R.MODERATOR)
+
+    def add_occupant(self, occ: Occupant) -> None:
+        self.occupants[occ.nick] = occ
+        self.nick_keys[occ.key] = occ
+
+    def rename(self, occ: Occupant, nick: str, key: str) -> None:
+        """§7.6: the occupant's nick (and its comparison key) change."""
+        self._unlist(occ)
+        occ.nick, occ.key = nick, key
+        self.add_occupant(occ)
+
+    def _unlist(self, occ: Occupant) -> None:
+        if self.occupants.get(occ.nick) is occ:
+            del self.occupants[occ.nick]
+        if self.nick_keys.get(occ.key) is occ:
+            del self.nick_keys[occ.key]
 
     def occupant_of(self, bare: JID) -> list[Occupant]:
         return [o for o in self.occupants.values() if o.bare == bare]
@@ -249,8 +283,7 @@ class Room:
         self.forget(occ)
 
     def forget(self, occ: Occupant) -> None:
-        if self.occupants.get(occ.nick) is occ:
-            del self.occupants[occ.nick]
+        self._unlist(occ)
         bucket = self.buckets.get(occ.bare.bare_str)
         if bucket is not None and bucket.full(self.service.now()) and not self.occupant_of(
                 occ.bare):

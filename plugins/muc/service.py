@@ -140,7 +140,7 @@ class MucService:
         secret = bytes.fromhex(stored.secret) if stored.secret else secrets.token_bytes(32)
         room = Room(self, jid, cfg, secret, stored.created)
         for a in stored.affiliations:
-            room.affiliations[a.jid] = a
+            room.put_affiliation(a)
         room.subject = Subject(stored.subject, stored.subject_nick, stored.subject_time)
         room.history_loaded = not cfg.archiving
         return room
@@ -256,5 +256,5 @@ class MucService:
         """XEP-0077 §3.2 (every bit of the user's data): the user's affiliations go."""
         bare = ev.jid.bare_str
         for room in self.rooms.values():
-            room.affiliations.pop(bare, None)
+            room.drop_affiliation(bare)
         await self.host.storage.rooms.forget_user(self.domain, bare)

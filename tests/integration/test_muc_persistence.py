@@ -88,6 +88,8 @@ def test_persistent_room_survives_restart(srv: ServerProcess) -> None:
             "auth", "forbidden")
         assert error_condition(await join(guest, room, "Mem", "<password>pw</password>")) == (
             "cancel", "conflict")  # still reserved for the member
+        assert error_condition(await join(guest, room, "\uff4dEM", "<password>pw</password>")
+                               ) == ("cancel", "conflict")  # and so are its look-alikes
         # history from the archive (the last 3), then the stored subject
         guest.send_raw(f"<presence to='{room}/Guest'><x xmlns='http://jabber.org/protocol/muc'>"
                        "<password>pw</password></x></presence>")
