@@ -19,7 +19,7 @@ from xmppd.jid import JID
 from xmppd.logs import Logger
 
 if TYPE_CHECKING:
-    from xmppd.session import Session
+    from xmppd.sessions import Session
 
 E = TypeVar("E")
 HandlerResult = bool | None | Awaitable[bool | None]
