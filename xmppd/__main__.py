@@ -73,15 +73,16 @@ def _freeze_startup_objects() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from xmppd.reactor import install
+    cfg = _config(args)
+    if cfg.reactor == "turnwrite":
+        from xmppd.reactor import install
 
-    install()
+        install()
     from twisted.internet import defer, reactor
 
     from xmppd import logs
     from xmppd.server import XmppServer
 
-    cfg = _config(args)
     logs.setup(cfg.log)
     server = XmppServer(cfg, reactor)
     status = {"code": 0}

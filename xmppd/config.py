@@ -160,6 +160,10 @@ class ServerConfig:
     web: WebConfig = WebConfig()
     cluster: ClusterConfig = ClusterConfig()
     plugins: dict[str, Any] = field(default_factory=dict)
+    # "turnwrite": xmppd.reactor (writes of a reactor turn leave in one send); "stock":
+    # Twisted's default reactor, for comparison and as a fallback if a Twisted release
+    # changes what xmppd.reactor builds on.
+    reactor: Literal["turnwrite", "stock"] = "turnwrite"
     base_dir: str = "."  # directory relative paths are resolved against (the config's)
 
     @property

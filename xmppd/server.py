@@ -73,6 +73,7 @@ class XmppServer:
 
     # -- start / stop ---------------------------------------------------------------------------
     async def start(self) -> None:
+        log.info("starting on {reactor}", reactor=type(self.reactor).__name__)
         self.certs = CertStore(self.config)
         self.db.migrate()
         self.db.start(self.reactor)

@@ -19,7 +19,9 @@ from sqlalchemy.engine import make_url
 
 ENV = {"postgres": "XMPPD_TEST_POSTGRES_URL", "mysql": "XMPPD_TEST_MYSQL_URL",
        "redis": "XMPPD_TEST_REDIS_URL"}
-ALL = ("sqlite", "postgres", "mysql")
+# XMPPD_TEST_BACKENDS narrows the list (tox -e stock runs the integration tests once more,
+# on Twisted's stock reactor, on SQLite only).
+ALL = tuple(os.environ.get("XMPPD_TEST_BACKENDS", "sqlite,postgres,mysql").split(","))
 SKIPPED: set[str] = set()
 
 

@@ -90,6 +90,8 @@ class ServerProcess:
                 {"type": "https", "port": 0, "address": "127.0.0.1"},
             ],
         }
+        if os.environ.get("XMPPD_TEST_REACTOR"):
+            cfg["reactor"] = os.environ["XMPPD_TEST_REACTOR"]  # tox -e stock
         for k, v in self.extra.items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):
                 cfg[k] = {**cfg[k], **v}
