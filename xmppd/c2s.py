@@ -19,9 +19,10 @@ from twisted.words.xish.domish import Element
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.authguard import Attempt, AuthGuard
+from xmppd.channelbinding import NS_SASL_CB, ChannelBindings, bindings_of
 from xmppd.errors import SASLFailure, StanzaError, StreamError, error_reply
 from xmppd.jid import JID, JIDError, prepare_domain
-from xmppd.sasl import Mechanism, b64_response, make_mechanism
+from xmppd.sasl import Mechanism, Offer, b64_response, make_mechanism
 from xmppd.sessions import SessionData
 from xmppd.tls import HostContextFactory
 from xmppd.xmlstream import OrderedXmlStream, new_stream_id
@@ -52,6 +53,7 @@ class C2SSession(OrderedXmlStream):
         self.data: dict[str, Any] = SessionData()
         self.lang = ""
         self._sasl: Mechanism | None = None
+        self._offer: Offer | None = None  # what the features of this stream offered
         self._auth_failures = 0
         self._counted_unauthenticated = False  # by AuthGuard.connection_opened
         self._handshake_timer: IDelayedCall | None = None
@@ -181,16 +183,32 @@ class C2SSession(OrderedXmlStream):
         host.hooks.fire_sync(H.STREAM_FEATURES, H.FeaturesEvent(self, features, stage))
         self.write(self.features_xml(st.element_children(features)))
 
-    def _mechanisms(self) -> list[str]:
-        mechs = list(self.server.config.auth.mechanisms)
+    def _make_offer(self) -> Offer:
+        """The SASL mechanisms this stream offers: the configured ones (PLAIN only with TLS,
+        RFC 6120 §13.9.4), each SCRAM one also as -PLUS when this process terminates the
+        TLS and can bind to it (RFC 5802 §6, XEP-0440)."""
+        auth = self.server.config.auth
+        mechs = list(auth.mechanisms)
         if not self.tls_active:
-            mechs = [m for m in mechs if m != "PLAIN"]  # RFC 6120 §13.9.4
-        return mechs
+            mechs = [m for m in mechs if m != "PLAIN"]
+        bindings = self._channel_bindings() if auth.channel_binding else None
+        if bindings is None:
+            return Offer(tuple(mechs))
+        plus = [m + "-PLUS" for m in mechs if m.startswith("SCRAM-")]
+        return Offer(tuple(plus + mechs), bindings.types, bindings)
+
+    def _channel_bindings(self) -> ChannelBindings | None:
+        return bindings_of(self.transport) if self.tls_active else None
 
     def _add_mechanisms(self, features: Element) -> None:
+        self._offer = offer = self._make_offer()
         mechs = st.add(features, "mechanisms", st.NS_SASL)
-        for m in self._mechanisms():
+        for m in offer.mechanisms:
             st.add(mechs, "mechanism", st.NS_SASL, m)
+        if offer.cb_types:
+            cb = st.add(features, "sasl-channel-binding", NS_SASL_CB)
+            for t in offer.cb_types:
+                st.add(cb, "channel-binding", NS_SASL_CB, attrs={"type": t})
 
     # -- elements (in order, see OrderedXmlStream) --------------------------------------------
     def handle(self, el: Element) -> Deferred[Any] | None:
@@ -252,13 +270,14 @@ class C2SSession(OrderedXmlStream):
         try:
             if el.name == "auth":
                 name = el.getAttribute("mechanism", "")
-                if name not in self._mechanisms():
+                offer = self._offer
+                if offer is None or name not in offer.mechanisms:
                     raise SASLFailure("invalid-mechanism")
                 guard = self.server.auth_guard
                 if guard.refused(self.peer_host) is not None:
                     raise SASLFailure("temporary-auth-failure")  # banned address
                 self._sasl = make_mechanism(name, self.server.accounts, self.host,
-                                            _Gate(guard, self.peer_host, self.host))
+                                            _Gate(guard, self.peer_host, self.host), offer)
                 body = st.text(el).strip()
                 step = await self._sasl.start(None if body == "" else b64_response(body))
             elif el.name == "response":

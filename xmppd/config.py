@@ -75,6 +75,7 @@ class AuthConfig:
         default_factory=lambda: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"])
     iteration_count: int = 4096
     max_failures_per_stream: int = 5
+    channel_binding: bool = True  # offer SCRAM-*-PLUS (tls-exporter, tls-server-end-point)
     throttle_after: int = 3  # failures per IP before replies are delayed
     throttle_max_delay: float = 30.0
     # Brute-force bans (xmppd/authguard.py)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from xmppd.accounts import fake_credentials
+from xmppd.channelbinding import ChannelBindings
 from xmppd.errors import SASLFailure
 from xmppd.jid import JIDError, prepare_local
 
@@ -131,21 +132,50 @@ class Plain(Mechanism):
 
 
 _SCRAM_HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
+SCRAM_MECHANISMS = frozenset((*_SCRAM_HASHES, *(m + "-PLUS" for m in _SCRAM_HASHES)))
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What a stream advertised before authentication: the SASL mechanisms, the channel
+    binding types (XEP-0440; None when not advertised) and the bindings' data."""
+
+    mechanisms: tuple[str, ...]
+    cb_types: tuple[str, ...] | None = None
+    bindings: ChannelBindings | None = None
+
+    @property
+    def plus(self) -> bool:
+        return any(m.endswith("-PLUS") for m in self.mechanisms)
+
+    def ssdp(self, hash_name: str) -> str:
+        """XEP-0474 §5.1: the advertised mechanisms sorted (i;octet) and joined by %x1E, then
+        %x1F and the channel binding types likewise when XEP-0440 advertised them, hashed
+        with the SCRAM mechanism's hash, base64."""
+        text = "\x1e".join(sorted(self.mechanisms))
+        if self.cb_types is not None:
+            text += "\x1f" + "\x1e".join(sorted(self.cb_types))
+        return base64.b64encode(hashlib.new(hash_name, text.encode()).digest()).decode()
 
 
 class Scram(Mechanism):
-    """SCRAM-SHA-1 / SCRAM-SHA-256 server side (RFC 5802 §5, §7); one instance per exchange.
-    No channel binding is offered (no -PLUS mechanism), so a client asking for it fails."""
+    """SCRAM-SHA-1 / SCRAM-SHA-256 and their -PLUS variants, server side (RFC 5802 §5, §6,
+    §7); one instance per exchange. -PLUS binds the exchange to the TLS channel
+    (xmppd/channelbinding.py); the server-first-message carries XEP-0474's downgrade
+    protection hash of what the stream advertised."""
 
     def __init__(self, accounts: Accounts, domain: str, name: str,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, offer: Offer | None = None) -> None:
         super().__init__(accounts, domain, gate)
         self.name = name
-        self.hash = _SCRAM_HASHES[name]
+        self.base = name.removesuffix("-PLUS")
+        self.plus = self.base != name
+        self.hash = _SCRAM_HASHES[self.base]
+        self.offer = offer
         self._creds: Credentials | None = None
         self._fake = False
         self._username = ""
-        self._gs2_header = ""
+        self._cbind = b""  # what client-final's c= must decode to
         self._nonce = ""
         self._auth_prefix = ""
 
@@ -161,13 +191,14 @@ class Scram(Mechanism):
 
     async def _client_first(self, data: bytes) -> SaslStep:
         first = _parse_client_first(_decode(data))
+        self._cbind = self._channel_binding(first)
         username = _username(first.authcid)
         _check_authzid(first.authzid, username, self.domain)
         self.check_gate(username)
         creds = (await self.accounts.storage.accounts.get_credentials(self.domain, username)
-                 ).get(self.name)
+                 ).get(self.base)
         if creds is None:
-            creds = fake_credentials(await self.accounts.fake_secret(), self.name,
+            creds = fake_credentials(await self.accounts.fake_secret(), self.base,
                                      self.domain, username, self.accounts.iterations)
             self._fake = True
         # §5.1 r: the server appends its own nonce; 18 random bytes as base64 are printable
@@ -175,9 +206,31 @@ class Scram(Mechanism):
         self._nonce = first.nonce + base64.b64encode(os.urandom(18)).decode("ascii")
         server_first = (f"r={self._nonce},s={base64.b64encode(creds.salt).decode('ascii')},"
                         f"i={creds.iterations}")
-        self._creds, self._username, self._gs2_header = creds, username, first.gs2_header
+        if self.offer is not None:
+            server_first += ",h=" + self.offer.ssdp(self.hash)  # XEP-0474
+        self._creds, self._username = creds, username
         self._auth_prefix = f"{first.bare},{server_first},"
         return SaslStep(challenge=server_first.encode())
+
+    def _channel_binding(self, first: ClientFirst) -> bytes:
+        """RFC 5802 §6: "p=<type>" only with a -PLUS mechanism and a type offered on this
+        stream; a -PLUS mechanism only with "p="; "y" (the client binds, but saw no -PLUS
+        mechanism) fails when this stream did offer one: the list was tampered with.
+        Returns the gs2 header and binding data that client-final's c= must carry."""
+        header = first.gs2_header.encode()
+        if first.cb_type is not None:
+            bindings = self.offer.bindings if self.offer is not None else None
+            data = bindings.data(first.cb_type) if bindings is not None else None
+            if not self.plus:
+                raise SASLFailure("malformed-request", "channel binding needs a -PLUS mechanism")
+            if data is None:
+                raise SASLFailure("malformed-request", "channel binding type not offered")
+            return header + data
+        if self.plus:
+            raise SASLFailure("malformed-request", "-PLUS mechanisms need channel binding")
+        if header.startswith(b"y") and self.offer is not None and self.offer.plus:
+            raise SASLFailure("not-authorized", "channel binding was offered")
+        return header
 
     def _client_final(self, data: bytes) -> SaslStep:
         """§5.1 client-final-message = c=<gs2 header>,r=<nonce>[,extensions],p=<proof>;
@@ -194,7 +247,7 @@ class Scram(Mechanism):
             proof = base64.b64decode(proof_b64, validate=True)
         except (binascii.Error, ValueError):
             raise SASLFailure("malformed-request") from None
-        if cbind != self._gs2_header.encode() or attrs[1][2:] != self._nonce:
+        if not hmac.compare_digest(cbind, self._cbind) or attrs[1][2:] != self._nonce:
             raise SASLFailure("not-authorized")
         self.begin_check(self._username)
         auth_message = (self._auth_prefix + without_proof).encode()
@@ -212,19 +265,29 @@ class Scram(Mechanism):
 
 @dataclass(frozen=True, slots=True)
 class ClientFirst:
-    gs2_header: str  # "n,," / "y,," / "n,a=...,": what client-final's c= must carry
+    gs2_header: str  # "n,," / "y,," / "p=tls-exporter,a=...,": the start of c=
     authzid: str
     authcid: str
     nonce: str
     bare: str  # client-first-message-bare, the start of AuthMessage
+    cb_type: str | None = None  # the channel binding type of a "p=" flag
+
+
+_CB_NAME = re.compile(r"[A-Za-z0-9.-]+")
 
 
 def _parse_client_first(msg: str) -> ClientFirst:
-    """RFC 5802 §7 client-first-message = gs2-header client-first-message-bare. The gs2
-    flag must be "n" or "y" (we offer no channel binding, so "p=" fails, §6); a leading
-    "m=" (a mandatory extension, unsupported) fails as well."""
+    """RFC 5802 §7 client-first-message = gs2-header client-first-message-bare; gs2-cbind-flag
+    is "n", "y" or "p=" cb-name; a leading "m=" (a mandatory extension, unsupported) fails."""
     parts = msg.split(",", 3)
-    if len(parts) < 4 or parts[0] not in ("n", "y"):
+    if len(parts) < 4:
+        raise SASLFailure("malformed-request")
+    cb_type: str | None = None
+    if parts[0].startswith("p="):
+        cb_type = parts[0][2:]
+        if _CB_NAME.fullmatch(cb_type) is None:
+            raise SASLFailure("malformed-request")
+    elif parts[0] not in ("n", "y"):
         raise SASLFailure("malformed-request")
     authzid = ""
     if parts[1]:
@@ -238,7 +301,7 @@ def _parse_client_first(msg: str) -> ClientFirst:
             or not all("\x21" <= ch <= "\x7e" for ch in nonce[2:]):
         raise SASLFailure("malformed-request")
     return ClientFirst(f"{parts[0]},{parts[1]},", authzid, _unescape(parts[2][2:]), nonce[2:],
-                       f"{parts[2]},{parts[3]}")
+                       f"{parts[2]},{parts[3]}", cb_type)
 
 
 _SASLNAME = re.compile(r"(?:[^=,]|=2C|=3D)*")
@@ -255,10 +318,10 @@ def _unescape(saslname: str) -> str:
     return re.sub("=2C|=3D", lambda m: _SASLNAME_ESCAPES[m[0]], saslname)
 
 
-def make_mechanism(name: str, accounts: Accounts, domain: str, gate: Gate | None = None
-                   ) -> Mechanism:
+def make_mechanism(name: str, accounts: Accounts, domain: str, gate: Gate | None = None,
+                   offer: Offer | None = None) -> Mechanism:
     if name == "PLAIN":
         return Plain(accounts, domain, gate)
-    if name in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
-        return Scram(accounts, domain, name, gate)
+    if name in SCRAM_MECHANISMS:
+        return Scram(accounts, domain, name, gate, offer)
     raise SASLFailure("invalid-mechanism")

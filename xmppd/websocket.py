@@ -168,6 +168,11 @@ class WSTransport:
     def getPeer(self) -> Any:  # noqa: N802
         return self.proto.peer_address
 
+    def getHandle(self) -> Any:  # noqa: N802
+        """The TLS connection under the WebSocket, for channel binding (the socket when
+        the WebSocket is plain or its TLS ends at a proxy: nothing to bind to)."""
+        return self.proto.tcp.getHandle()
+
     def getHost(self) -> Any:  # noqa: N802
         return self.proto.tcp.getHost()
 
