@@ -138,8 +138,9 @@ def shallow_copy(el: Element) -> Element:
 
 # --- serialization -------------------------------------------------------------------------
 #
-# The writer must emit namespace-well-formed XML (Namespaces in XML 1.0 §3, §5.3: no
-# attribute twice by expanded name, no prefix declared twice in one start tag) that the
+# The writer must emit namespace-well-formed XML (XML 1.0 §3.1 Unique Att Spec: no prefix
+# declared twice in one start tag; Namespaces in XML 1.0 §6.3: no attribute twice by
+# expanded name; §3: the XML namespace never declared as the default) that the
 # reader turns back into the same tree; a peer's parser that rejects one stanza ends the
 # whole stream (RFC 6120 §4.9.3.13 not-well-formed), so a stanza one user addresses to
 # another must never come out malformed whatever namespaces its attributes carry.
