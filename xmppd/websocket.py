@@ -119,7 +119,8 @@ class WebSocketC2S(C2SSession):
         parts = [f"<open xmlns='{NS_FRAMING}'"]
         for k, v in attrs.items():
             if v:
-                parts.append(f" {k}='{st.escape_attr(v)}'")
+                # Double quotes: escape_attr leaves ' alone, and xml:lang is the client's.
+                parts.append(f' {k}="{st.escape_attr(v)}"')
         return "".join(parts) + "/>"
 
     def features_xml(self, children: list[Element]) -> str:

@@ -190,7 +190,8 @@ class XmlStream(protocol.Protocol):
                  f" xmlns:stream='{st.NS_STREAMS}'"]
         for k, v in attrs.items():
             if v:
-                parts.append(f" {k}='{st.escape_attr(v)}'")
+                # Double quotes: escape_attr leaves ' alone, and xml:lang is the client's.
+                parts.append(f' {k}="{st.escape_attr(v)}"')
         parts.append(">")
         return "".join(parts)
 

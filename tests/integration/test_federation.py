@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,42 @@ def test_remote_messages_are_archived_and_carbon_copied(pair: Pair) -> None:
         assert (bob, "archived and copied") in bodies
         assert (alice, "reply from afar") in bodies
         raw.close()
+
+    run(body(), timeout=120)
+
+
+def test_prefixed_attributes_keep_the_link_up(pair: Pair) -> None:
+    """Issue 15 A3 over s2s: two prefixed attributes in one foreign namespace were written
+    with the prefix declared twice, which b.test's parser rejects as not-well-formed,
+    ending the federation link (and losing the message)."""
+    alice, apw = pair.a.new_user("gina", A)
+    bob, bpw = pair.b.new_user("hal", B)
+    payload = ("<p xmlns='urn:example:payload' xmlns:o='urn:example:o' xmlns:t='urn:example:t'"
+               " o:a='1' o:b='2' t:a='3'/>")
+
+    class BRawStream(DomainRawStream):
+        domain = B
+
+    async def body() -> None:
+        rb = await BRawStream.open(pair.b.c2s_port)
+        await rb.login(str(pair.b.ca.ca_file), bob.split("@")[0], bpw, B, resource="x")
+        await rb.send("<presence/>")
+        ra = await DomainRawStream.open(pair.a.c2s_port)
+        await ra.login(str(pair.a.ca.ca_file), alice.split("@")[0], apw, A, resource="x")
+        for id_ in ("first", "second"):
+            await ra.send(f"<message to='{bob}' type='chat' id='{id_}'><body>x</body>"
+                          f"{payload}</message>")
+            got = await rb.read_until(lambda el, id_=id_: el.tag == C + "message"
+                                      and el.get("id") == id_, timeout=20)
+            p = got.find("{urn:example:payload}p")
+            assert p is not None and dict(p.attrib) == {
+                "{urn:example:o}a": "1", "{urn:example:o}b": "2", "{urn:example:t}a": "3"}
+        # both directions of the link still carry stanzas (XEP-0199 ping of b.test)
+        pong = await ra.iq("<ping xmlns='urn:xmpp:ping'/>", to=B, id_="p", timeout=20)
+        assert pong.get("type") == "result", ET.tostring(pong)
+        assert "not-well-formed" not in pair.a.log() + pair.b.log()
+        ra.close()
+        rb.close()
 
     run(body(), timeout=120)
 

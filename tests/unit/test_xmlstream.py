@@ -136,6 +136,25 @@ def test_stream_error_sends_header_error_and_close() -> None:
     assert transport.disconnecting
 
 
+def test_header_attributes_are_escaped() -> None:
+    """c2s echoes the client's xml:lang in its header (RFC 6120 §4.7.4) and the WebSocket
+    <open/> (RFC 7395 §3.4); a quote in it made the header not well-formed."""
+    import xml.parsers.expat
+
+    from xmppd.websocket import WebSocketC2S
+
+    value = "e'n&\"<"
+    langs: list[str] = []
+    for header in (Echo().header_xml({"from": "localhost", "xml:lang": value}),
+                   WebSocketC2S.header_xml(None, {"xml:lang": value}),  # type: ignore[arg-type]
+                   ):
+        p = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+        p.StartElementHandler = lambda name, attrs: langs.append(
+            attrs["http://www.w3.org/XML/1998/namespace lang"])
+        p.Parse(header.encode(), False)
+    assert langs == [value, value]
+
+
 def test_peer_close_is_answered() -> None:
     proto, transport = connect()
     proto.dataReceived(HEADER + b"<presence/>")
