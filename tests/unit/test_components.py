@@ -390,3 +390,33 @@ def test_component_domain_taken_by_a_plugin_is_a_config_error() -> None:
         "components": {"conference.localhost": {"secret": "x"}}, "listeners": LISTENERS})
     with pytest.raises(ConfigError, match=r"components\.conference\.localhost"):
         ComponentManager(server).register()
+
+
+# -- cluster -------------------------------------------------------------------------------------
+class OtherNodeOwnsEverything:
+    """A cluster view in which every routed entity (a room) belongs to another node."""
+
+    node = "here"
+
+    def __init__(self) -> None:
+        self.forwarded: list[str] = []
+
+    def owner(self, bare: str) -> str:
+        return "elsewhere"
+
+    def forward_route(self, node: str, stanza: st.Element) -> Any:
+        from twisted.internet.defer import succeed
+        self.forwarded.append(stanza.getAttribute("to"))
+        return succeed(1)
+
+
+def test_component_jids_stay_on_the_node_the_component_is_connected_to() -> None:
+    # Rooms are spread over a cluster's nodes; a component's link exists on one node only.
+    server, mgr = setup()
+    cluster = OtherNodeOwnsEverything()
+    server.router.cluster = cluster  # type: ignore[assignment]
+    user = FakeSession(server, "u@localhost/r")
+    w = Wire(mgr).connect()
+    user.stanza(st.make("message", attrs={"to": "#room%irc@irc.localhost", "id": "c1"}))
+    (out,) = w.read()
+    assert out.get("to") == "#room%irc@irc.localhost" and cluster.forwarded == []
