@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
 
 from federation import dialback as db
-from federation.stream import S2SStream, to_client_namespace
+from federation.stream import S2SStream
 from xmppd import stanza as st
 from xmppd.errors import SASLFailure, StanzaError, StreamError
 from xmppd.jid import JID, JIDError, prepare_domain
@@ -363,7 +363,7 @@ class S2SInStream(S2SStream):
         if not self.manager.serves(target.domain):
             self.stream_error(StreamError("host-unknown", f"{target.domain} is not served here"))
             return None
-        to_client_namespace(el)
+        st.to_client_namespace(el, st.NS_SERVER)
         el.attributes["from"], el.attributes["to"] = str(sender), str(target)
         problem = st.shape_error(el)
         if problem is not None:

@@ -1,7 +1,8 @@
 """What inbound and outbound server-to-server streams share: the ``jabber:server`` content
 namespace (RFC 6120 §4.8.3), the in-order element queue of OrderedXmlStream (§10.1: stanzas
-from one stream are never reordered, even when one waits on storage), the peer's certificate
-once TLS is up, and namespace normalisation of received stanzas.
+from one stream are never reordered, even when one waits on storage) and the peer's
+certificate once TLS is up. Received stanzas are normalised to ``jabber:client`` by
+``xmppd.stanza.to_client_namespace``.
 """
 
 from __future__ import annotations
@@ -17,21 +18,6 @@ from xmppd.xmlstream import OrderedXmlStream
 
 if TYPE_CHECKING:
     from federation.manager import S2SManager
-
-
-def to_client_namespace(el: Element) -> Element:
-    """Rewrite ``jabber:server`` to ``jabber:client`` on a received stanza and on the chain of
-    its descendants in that namespace (``<body/>``, ``<error/>`` ...). Stanzas are held in
-    ``jabber:client`` inside the server; the serializer writes the stream's content
-    namespace on output (xmppd/stanza.py), so the two directions are symmetric."""
-    if el.uri == st.NS_SERVER:
-        el.uri = st.NS_CLIENT
-        if el.defaultUri == st.NS_SERVER:
-            el.defaultUri = st.NS_CLIENT
-        for c in el.children:
-            if isinstance(c, Element):
-                to_client_namespace(c)
-    return el
 
 
 class S2SStream(OrderedXmlStream):

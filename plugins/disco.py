@@ -39,6 +39,10 @@ class Disco(Plugin):
         """Advertise a service (conference.<domain>, upload.<domain>) in disco#items."""
         self.items.append((jid, name))
 
+    def remove_item(self, jid: str) -> None:
+        """Stop advertising a service (an external component that disconnected)."""
+        self.items = [item for item in self.items if item[0] != jid]
+
     def add_extension(self, form: Element) -> None:
         """XEP-0128: a data form added to the server's disco#info (e.g. XEP-0157 contacts)."""
         self.extensions.append(form)

@@ -36,11 +36,14 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 @dataclass(frozen=True)
 class ListenerConfig:
     """One listening socket. type: c2s (STARTTLS), c2s_tls (XEP-0368 direct TLS), s2s, s2s_tls,
-    http, https."""
+    http, https, component (XEP-0114, plain TCP), component_tls (XEP-0114 inside TLS)."""
 
-    type: Literal["c2s", "c2s_tls", "s2s", "s2s_tls", "http", "https"]
+    type: Literal["c2s", "c2s_tls", "s2s", "s2s_tls", "http", "https", "component",
+                  "component_tls"]
     port: int
-    address: str = "0.0.0.0"
+    # Empty: 127.0.0.1 for component listeners (a component's secret and stanzas cross them
+    # unencrypted), 0.0.0.0 for the others.
+    address: str = ""
     # c2s/c2s_tls: SO_REUSEPORT, so that several cluster nodes on one machine share the port
     # (the kernel spreads connections over them). Needs a fixed port.
     reuse_port: bool = False
@@ -141,6 +144,14 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class ComponentConfig:
+    """An external component allowed to connect ([components."irc.example.org"], XEP-0114)."""
+
+    secret: str  # the shared secret of the <handshake/>
+    name: str = ""  # its name in the parent domain's disco#items; empty: its own identity's
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warn", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -160,6 +171,7 @@ class ServerConfig:
     federation: FederationConfig = FederationConfig()
     web: WebConfig = WebConfig()
     cluster: ClusterConfig = ClusterConfig()
+    components: dict[str, ComponentConfig] = field(default_factory=dict)
     plugins: dict[str, Any] = field(default_factory=dict)
     # "turnwrite": xmppd.reactor (writes of a reactor turn leave in one send); "stock":
     # Twisted's default reactor, for comparison and as a fallback if a Twisted release
@@ -247,6 +259,9 @@ def _validate(cfg: ServerConfig) -> None:
     object.__setattr__(cfg, "hosts", normalised)
     seen: set[tuple[str, int]] = set()
     for i, lc in enumerate(cfg.listeners):
+        if not lc.address:
+            local = lc.type.startswith("component")
+            object.__setattr__(lc, "address", "127.0.0.1" if local else "0.0.0.0")
         if not 0 <= lc.port <= 65535:
             raise ConfigError(f"listeners[{i}].port: out of range")
         if lc.port and (lc.address, lc.port) in seen:
@@ -274,6 +289,27 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("limits.max_preauth_stanza_size: must be between 4096 and "
                           "limits.max_stanza_size")
     _validate_federation(cfg.federation)
+    _validate_components(cfg)
+
+
+def _validate_components(cfg: ServerConfig) -> None:
+    components: dict[str, ComponentConfig] = {}
+    for name, comp in cfg.components.items():
+        try:
+            dom = prepare_domain(name)
+        except JIDError as exc:
+            raise ConfigError(f"components.{name}: not a valid domain: {exc}") from None
+        if dom in cfg.hosts:
+            raise ConfigError(f"components.{name}: already a host (hosts.{dom})")
+        if dom in components:
+            raise ConfigError(f"components.{name}: configured twice")
+        if not comp.secret:
+            raise ConfigError(f"components.{name}.secret: must not be empty")
+        components[dom] = comp
+    object.__setattr__(cfg, "components", components)
+    if components and not any(lc.type.startswith("component") for lc in cfg.listeners):
+        raise ConfigError("listeners: components are configured but no listener has "
+                          "type = \"component\" or \"component_tls\"")
 
 
 def _validate_federation(fed: FederationConfig) -> None:

@@ -48,6 +48,9 @@ def entries() -> list[Entry]:
     except ImportError:
         FEDERATION_SPECS = ()  # noqa: N806
     out += [parse(s, "federation") for s in FEDERATION_SPECS]
+    from components import SPECS as COMPONENT_SPECS
+
+    out += [parse(s, "components") for s in COMPONENT_SPECS]
     for name in DEFAULT_PLUGINS:
         cls = load_class(name)
         out += [parse(s, cls.name or name) for s in cls.specs]

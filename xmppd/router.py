@@ -40,16 +40,22 @@ class Router:
         self.hosts = hosts
         self.sessions = sessions
         self.routes: dict[str, RouteTarget] = {}
+        # Routed domains served by this node alone (an external component's link), whose
+        # entities are not spread over a cluster's nodes like rooms are.
+        self.node_local: set[str] = set()
         self.default_route: RouteTarget | None = None
         self.cluster: Cluster | None = None
 
-    def add_route(self, domain: str, target: RouteTarget) -> None:
+    def add_route(self, domain: str, target: RouteTarget, node_local: bool = False) -> None:
         if domain in self.hosts or domain in self.routes:
             raise ValueError(f"domain {domain} is already routed")
         self.routes[domain] = target
+        if node_local:
+            self.node_local.add(domain)
 
     def remove_route(self, domain: str) -> None:
         self.routes.pop(domain, None)
+        self.node_local.discard(domain)
 
     def route_soon(self, stanza: Element, origin: Session | None) -> Deferred[None]:
         return Deferred.fromCoroutine(self.route(stanza, origin))
@@ -117,7 +123,7 @@ class Router:
             return
         target = self.routes.get(to.domain)
         if target is not None and to.local and self.cluster is not None and not forwarded and (
-                await self._forwarded_to_owner(stanza, to)):
+                to.domain not in self.node_local) and await self._forwarded_to_owner(stanza, to):
             return
         if target is None:
             target = self.default_route

@@ -59,6 +59,7 @@ class XmppServer:
         self.certs: CertStore | None = None
         self.web = WebServer(self)
         self.s2s: Any = None  # federation.manager.S2SManager when federation is enabled
+        self.components: Any = None  # components.manager.ComponentManager when configured
         self.connections: set[C2SSession] = set()
         self.listeners: list[tuple[str, IListeningPort]] = []
         self.started_at = self.clock.seconds()
@@ -86,6 +87,11 @@ class XmppServer:
         for domain, host in self.hosts.items():
             host.iq("set", st.NS_SESSION, "session", _legacy_session, scope="account")
             await load_plugins(host, self.config.enabled_plugins(domain))
+        if self.config.components:
+            from components.manager import ComponentManager
+
+            self.components = ComponentManager(self)
+            self.components.register()
         if self.config.cluster.redis_url:
             await self._join_cluster()
         self._listen()
@@ -120,6 +126,12 @@ class XmppServer:
                     raise ValueError(f"listeners: a {lc.type} listener needs "
                                      "federation.enabled = true")
                 port = self.s2s.listen(lc)
+            elif lc.type in ("component", "component_tls"):
+                if self.components is None:
+                    log.info("no components configured: {type} listener on port {port} "
+                             "not opened", type=lc.type, port=lc.port)
+                    continue
+                port = self.components.listen(lc)
             else:
                 raise NotImplementedError(f"listener type {lc.type} is not available yet")
             self.listeners.append((lc.type, port))
@@ -175,6 +187,8 @@ class XmppServer:
             conn.close(StreamError("system-shutdown"))
         if self.s2s is not None:
             await self.s2s.stop()
+        if self.components is not None:
+            await self.components.stop()
         deadline = self.clock.seconds() + 3.0
         while self.connections and self.clock.seconds() < deadline:
             await self._pause(0.05)

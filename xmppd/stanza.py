@@ -175,6 +175,22 @@ def escape_attr(value: str) -> str:
     return value
 
 
+def to_client_namespace(el: Element, content_ns: str) -> Element:
+    """Rewrite a received stanza from its stream's content namespace (``jabber:server``,
+    ``jabber:component:accept``) to ``jabber:client``, with the chain of its descendants in
+    that namespace (``<body/>``, ``<error/>`` ...). Stanzas are held in ``jabber:client``
+    inside the server; ``serialize`` writes the outgoing stream's content namespace, so the
+    two directions are symmetric."""
+    if el.uri == content_ns:
+        el.uri = NS_CLIENT
+        if el.defaultUri == content_ns:
+            el.defaultUri = NS_CLIENT
+        for c in el.children:
+            if isinstance(c, Element):
+                to_client_namespace(c, content_ns)
+    return el
+
+
 def serialize(el: Element, content_ns: str = NS_CLIENT, explicit_ns: bool = False) -> str:
     """Serialize ``el`` as a direct child of a stream whose default namespace is ``content_ns``.
 

@@ -73,8 +73,11 @@ def resolve(coro: Any) -> Any:
 
 
 def make_server(plugins: list[str] | None = None, hosts: tuple[str, ...] = ("localhost",),
-                options: dict[str, Any] | None = None) -> XmppServer:
+                options: dict[str, Any] | None = None,
+                extra: dict[str, Any] | None = None) -> XmppServer:
+    """``extra``: more top-level configuration ([components], listeners ...)."""
     cfg = from_dict({
+        **(extra or {}),
         "hosts": {h: {} for h in hosts},
         "storage": {"url": "sqlite://"},
         "plugins": {"enabled": plugins if plugins is not None else ["disco", "ping"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xmppd.config import ConfigError, ServerConfig, from_dict, load
+from xmppd.config import ComponentConfig, ConfigError, ServerConfig, from_dict, load
 from xmppd.plugin import load_class, order, plugin_options
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +33,9 @@ def test_example_config_loads_and_documents_every_key() -> None:
                 assert f"[{section}.domains." in text
                 continue
             assert f"\n{f.name} =" in text, f"{section}.{f.name} is not documented"
+    assert '# [components."' in text and '# type = "component"' in text
+    for f in dataclasses.fields(ComponentConfig):
+        assert f"\n# {f.name} =" in text, f"components.*.{f.name} is not documented"
     for name in cfg.plugins["enabled"]:
         cls = load_class(name)
         opts = plugin_options(cfg, cls, name)
