@@ -363,6 +363,7 @@ class S2SInStream(S2SStream):
         if not self.manager.serves(target.domain):
             self.stream_error(StreamError("host-unknown", f"{target.domain} is not served here"))
             return None
+        self.server.stats.s2s_in[el.name] += 1
         st.to_client_namespace(el, st.NS_SERVER)
         el.attributes["from"], el.attributes["to"] = str(sender), str(target)
         problem = st.shape_error(el)

@@ -323,6 +323,7 @@ class S2SOutStream(S2SStream):
 
     # -- output -----------------------------------------------------------------------------------
     def send_stanza(self, el: Element) -> None:
+        self.server.stats.s2s_out[el.name] += 1
         self.send_element(el)
 
 

@@ -106,6 +106,11 @@ class ArchiveStore:
         """Archive one stanza; fires once committed (group commit under load)."""
         return self._writer.add(row)
 
+    @property
+    def writes(self) -> int:
+        """Stanzas archived (committed) by this process since it started."""
+        return self._writer.committed
+
     def query(self, host: str, username: str, q: ArchiveQuery) -> Deferred[ArchivePage]:
         return self.db.read(lambda conn: _query(conn, host, username, q))
 

@@ -28,6 +28,7 @@ class BatchWriter(Generic[T, R]):
         self.max_batch = max_batch
         self._pending: list[tuple[T, Deferred[R]]] = []
         self._busy = False
+        self.committed = 0  # items whose transaction committed (a metric: archive writes)
 
     def add(self, item: T) -> Deferred[R]:
         d: Deferred[R] = Deferred()
@@ -50,6 +51,7 @@ class BatchWriter(Generic[T, R]):
                 for _, d in batch:
                     d.errback(results)
             else:
+                self.committed += len(batch)
                 for (_, d), r in zip(batch, results, strict=True):
                     d.callback(r)
             self._flush()

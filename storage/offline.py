@@ -108,6 +108,18 @@ class OfflineStore:
 
         return self.db.write(q)
 
+    def totals(self) -> Deferred[dict[str, tuple[int, int]]]:
+        """Per host: (messages queued, users with a queue). A scan of the index, for the
+        metrics endpoint (which caches it), never for a stanza's path."""
+        def q(conn: Connection) -> dict[str, tuple[int, int]]:
+            rows = conn.execute(select(
+                offline_messages.c.host, func.count(),
+                func.count(offline_messages.c.username.distinct())
+            ).group_by(offline_messages.c.host))
+            return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+        return self.db.read(q)
+
     def count(self, host: str, username: str) -> Deferred[int]:
         def q(conn: Connection) -> int:
             return int(conn.execute(select(func.count()).select_from(offline_messages).where(

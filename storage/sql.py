@@ -2,6 +2,10 @@
 
 Every call commits before its Deferred fires, so code that acknowledges something after
 ``await db.write(...)`` knows the row is durable (ARCHITECTURE principle 6).
+
+``timing``, when set, is told how long each read, write and lookup took, from the call
+until its result is back on the calling thread: the wait for a pool thread included, since
+that is what the caller waits for (the server's storage latency histograms).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Database:
         workers = 1 if self.dialect == "sqlite" else pool_size
         self.pool = ThreadPool(minthreads=1, maxthreads=workers, name="xmppd-db")
         self._reactor: Any = None
+        self.timing: Callable[[str, float], None] | None = None  # (operation, seconds)
 
     def _make_engine(self, pool_size: int, synchronous: str) -> Engine:
         if self.dialect == "sqlite":
@@ -107,8 +112,23 @@ class Database:
                     raise
         raise AssertionError("unreachable")
 
+    def _timed(self, operation: str, start: Callable[[], defer.Deferred[T]]
+               ) -> defer.Deferred[T]:
+        timing = self.timing
+        if timing is None:
+            return start()
+        began = time.perf_counter()
+        d = start()
+
+        def done(result: object) -> object:
+            timing(operation, time.perf_counter() - began)
+            return result
+
+        d.addBoth(done)
+        return d
+
     def read(self, fn: Callable[[Connection], T]) -> defer.Deferred[T]:
-        return self._run(lambda: self._read(fn))
+        return self._timed("read", lambda: self._run(lambda: self._read(fn)))
 
     def lookup(self, fn: Callable[[Connection], T]) -> defer.Deferred[T]:
         """A short read by key on a hot path (a login's credentials, whether an account
@@ -118,11 +138,15 @@ class Database:
         network, or on an in-memory database whose one connection the writer shares, it is
         ``read``. Like ``read``, it sees what earlier, awaited writes committed."""
         if not self._inline_lookups:
-            return self.read(fn)
+            return self._timed("lookup", lambda: self._run(lambda: self._read(fn)))
+        began = time.perf_counter()
         try:
-            return defer.succeed(self._read(fn))
+            d = defer.succeed(self._read(fn))
         except Exception:
-            return defer.fail()
+            d = defer.fail()
+        if self.timing is not None:
+            self.timing("lookup", time.perf_counter() - began)
+        return d
 
     def write(self, fn: Callable[[Connection], T]) -> defer.Deferred[T]:
         """Run ``fn`` in a transaction, committed before the Deferred fires. A transaction
@@ -140,7 +164,7 @@ class Database:
                     time.sleep(0.01 * (attempt + 1))
             raise AssertionError("unreachable")
 
-        return self._run(work)
+        return self._timed("write", lambda: self._run(work))
 
     def call(self, fn: Callable[[], T]) -> defer.Deferred[T]:
         """Run any blocking function in the pool (e.g. PBKDF2)."""

@@ -31,10 +31,12 @@ if TYPE_CHECKING:
     from xmppd.server import XmppServer
 
 NS_LIMITS = "urn:xmpp:stream-limits:0"
+_AUTH_RESULT = {"temporary-auth-failure": "banned", "aborted": "aborted"}  # else "failure"
 
 
 class C2SSession(OrderedXmlStream):
     kind = "c2s"
+    transport_kind = "c2s"  # the metrics' connection kind ("websocket" for RFC 7395)
     can_starttls = True  # False for transports that cannot upgrade (RFC 7395 WebSocket)
 
     def __init__(self, server: XmppServer, direct_tls: bool) -> None:
@@ -301,6 +303,7 @@ class C2SSession(OrderedXmlStream):
         mech = self._sasl.name if self._sasl else "?"
         if self._sasl is not None and self._sasl.attempt is not None:
             self._sasl.attempt.succeeded()
+        self.server.stats.auth["success"] += 1
         self._sasl = None
         self.username = step.username
         self._authenticated_now()
@@ -317,6 +320,9 @@ class C2SSession(OrderedXmlStream):
         self._auth_failures += 1
         if attempt is not None:
             attempt.failed()  # a password or proof was checked and was wrong
+        # temporary-auth-failure is only ever AuthGuard refusing (a ban, or the bar reached
+        # by attempts in flight); <abort/> is the client's choice, not a wrong password.
+        self.server.stats.auth[_AUTH_RESULT.get(fail.condition, "failure")] += 1
         self.log.info("authentication failure ({cond}) on {host} from {peer}",
                       cond=fail.condition, host=self.host, peer=self.peer)
         delay = 0.0
@@ -410,6 +416,7 @@ class C2SSession(OrderedXmlStream):
                 return None
         attrs["from"] = self.jid_str
         self.stanzas_in += 1
+        self.server.stats.c2s_in[el.name] += 1
         problem = st.shape_error(el)
         if problem is not None:
             if el.getAttribute("type") != "error":
@@ -448,6 +455,7 @@ class C2SSession(OrderedXmlStream):
         if host is not None and host.hooks.has(H.STANZA_DELIVER) and host.hooks.fire_sync(
                 H.STANZA_DELIVER, H.DeliverEvent(self, stanza)):
             return
+        self.server.stats.c2s_out[stanza.name] += 1
         self.write(self.stanza_xml(stanza))
 
     def send_raw(self, data: str) -> None:

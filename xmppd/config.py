@@ -152,6 +152,19 @@ class ComponentConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus exposition at /<path> on the http(s) listeners (xmppd/metrics.py). Only
+    for administrators: a request must come from ``allow_networks`` and, when ``token`` is
+    set, carry ``Authorization: Bearer <token>``."""
+
+    enabled: bool = True
+    path: str = "metrics"
+    allow_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    token: str = ""
+    offline_cache: float = 10.0  # seconds the count of offline messages is reused
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warn", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -172,6 +185,7 @@ class ServerConfig:
     web: WebConfig = WebConfig()
     cluster: ClusterConfig = ClusterConfig()
     components: dict[str, ComponentConfig] = field(default_factory=dict)
+    metrics: MetricsConfig = MetricsConfig()
     plugins: dict[str, Any] = field(default_factory=dict)
     # "turnwrite": xmppd.reactor (writes of a reactor turn leave in one send); "stock":
     # Twisted's default reactor, for comparison and as a fallback if a Twisted release
@@ -281,6 +295,7 @@ def _validate(cfg: ServerConfig) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise ConfigError(f"auth.exempt_networks: {net!r} is not a network") from None
+    _validate_metrics(cfg.metrics)
     if cfg.auth.iteration_count < 4096:
         raise ConfigError("auth.iteration_count: must be at least 4096 (RFC 7677)")
     if cfg.limits.max_stanza_size < 10000:
@@ -310,6 +325,19 @@ def _validate_components(cfg: ServerConfig) -> None:
     if components and not any(lc.type.startswith("component") for lc in cfg.listeners):
         raise ConfigError("listeners: components are configured but no listener has "
                           "type = \"component\" or \"component_tls\"")
+
+
+def _validate_metrics(m: MetricsConfig) -> None:
+    path = m.path.strip("/")
+    if not path or "/" in path:
+        raise ConfigError("metrics.path: one path segment, such as \"metrics\"")
+    for net in m.allow_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"metrics.allow_networks: {net!r} is not a network") from None
+    if m.offline_cache < 0:
+        raise ConfigError("metrics.offline_cache: must not be negative")
 
 
 def _validate_federation(fed: FederationConfig) -> None:

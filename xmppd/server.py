@@ -29,9 +29,11 @@ from xmppd.config import ListenerConfig, ServerConfig
 from xmppd.errors import StreamError
 from xmppd.jid import JID
 from xmppd.logs import Logger
+from xmppd.metrics import Metrics
 from xmppd.plugin import Host, load_plugins, unload_plugins
 from xmppd.router import Router
 from xmppd.sessions import Session, SessionManager
+from xmppd.stats import Stats
 from xmppd.tls import CertStore
 from xmppd.usercache import UserCaches
 from xmppd.web import WebServer
@@ -47,7 +49,9 @@ class XmppServer:
         self.config = config
         self.clock = reactor
         self.reactor = reactor
+        self.stats = Stats()  # hot-path counters; xmppd/metrics.py exposes them
         self.db = Database(config.storage_url, config.storage.pool_size)
+        self.db.timing = self.stats.storage_done
         self.storage = Storage(self.db)
         self.accounts = Accounts(self.storage, config.auth.iteration_count)
         self.sessions = SessionManager()
@@ -55,7 +59,7 @@ class XmppServer:
         self.cluster: Cluster | None = None
         self.sessions.on_replaced = self._replaced
         self.hosts: dict[str, Host] = {d: Host(self, d) for d in config.hosts}
-        self.router = Router(self.hosts, self.sessions)
+        self.router = Router(self.hosts, self.sessions, self.stats)
         self.certs: CertStore | None = None
         self.web = WebServer(self)
         self.s2s: Any = None  # federation.manager.S2SManager when federation is enabled
@@ -71,6 +75,7 @@ class XmppServer:
             exempt_networks=tuple(auth.exempt_networks)), self.clock.seconds)
         self.stopping = False
         self.inflight: set[defer.Deferred[Any]] = set()  # work a clean stop must wait for
+        self.metrics = Metrics(self) if config.metrics.enabled else None
 
     # -- start / stop ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -94,6 +99,8 @@ class XmppServer:
             self.components.register()
         if self.config.cluster.redis_url:
             await self._join_cluster()
+        if self.metrics is not None:
+            self.metrics.start()  # after plugins: its path must not shadow one of theirs
         self._listen()
         for host in self.hosts.values():
             await host.hooks.fire(H.SERVER_STARTED, None)
@@ -181,6 +188,8 @@ class XmppServer:
         log.info("shutting down")
         for host in self.hosts.values():
             await host.hooks.fire(H.SERVER_STOPPING, None)
+        if self.metrics is not None:
+            self.metrics.stop()
         for _kind, port in self.listeners:
             await defer.maybeDeferred(port.stopListening)
         for conn in list(self.connections):

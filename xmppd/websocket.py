@@ -57,6 +57,7 @@ class WebSocketC2S(C2SSession):
     message."""
 
     can_starttls = False
+    transport_kind = "websocket"
 
     def __init__(self, server: XmppServer, secure: bool) -> None:
         super().__init__(server, direct_tls=secure)

@@ -31,6 +31,7 @@ from tests.integration.test_presence import befriend
 from tests.support import backends
 from tests.support.ca import CertAuthority
 from tests.support.client import Client, connect, run
+from tests.support.metrics import fetch, parse, sample
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -239,15 +240,18 @@ def test_room_with_occupants_on_both_nodes(cluster: Cluster) -> None:
 
 def test_a_node_that_dies_takes_its_sessions_with_it(cluster: Cluster) -> None:
     """SIGKILL one node: the other ends its resources (contacts see them unavailable), then
-    a message to such a user is stored offline, not handed to the dead node."""
+    a message to such a user is stored offline, not handed to the dead node. Its metrics
+    count the nodes it believes alive."""
     async def body() -> None:
         _a, ca, b, cb = await _two(cluster, "survivor", "victim")
         await befriend(ca, cb)
+        assert await asyncio.to_thread(_cluster_nodes, cluster.n1) == 2
         cluster.n2.kill()
         try:
             p = await ca.next_presence(timeout=15, where=lambda p: p["from"] == cb.boundjid
                                        and p["type"] == "unavailable")
             assert p["type"] == "unavailable"
+            assert await asyncio.to_thread(_cluster_nodes, cluster.n1) == 1
             assert f"{b}/phone" not in cluster.registry()
             ca.send_message(mto=b, mbody="are you there", mtype="chat")
             await asyncio.sleep(0.5)
@@ -260,6 +264,13 @@ def test_a_node_that_dies_takes_its_sessions_with_it(cluster: Cluster) -> None:
             cluster.n2.start()
 
     run(body(), timeout=90)
+
+
+def _cluster_nodes(node: ServerProcess) -> float:
+    """xmppd_cluster_nodes from the node's /metrics (loopback may read it by default)."""
+    resp = fetch(node.https_port, tls_ca=str(node.ca.ca_file))
+    assert resp.status == 200, resp
+    return sample(parse(resp.body), "xmppd_cluster_nodes")
 
 
 def _room_owned_by(node: str, nodes: tuple[str, ...] = ("n1", "n2")) -> str:
