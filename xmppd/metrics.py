@@ -15,7 +15,6 @@ as a bearer token (RFC 6750 §2.1); anything else gets 403 or 401 and no details
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
@@ -36,7 +35,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from xmppd import __version__
+from xmppd import __version__, netaddr
 from xmppd import stanza as st
 from xmppd.logs import Logger
 from xmppd.stats import ROUTE_SAMPLE, Histogram
@@ -244,9 +243,8 @@ class Metrics:
         self.offline: dict[str, tuple[int, int]] | None = None
         self._offline_at = float("-inf")
         self._refreshing: defer.Deferred[None] | None = None
-        self._allow = [ipaddress.ip_network(n, strict=False) for n in self.config.allow_networks]
-        self._proxies = [ipaddress.ip_network(n, strict=False)
-                         for n in server.config.web.trusted_proxies if _is_network(n)]
+        self._allow = netaddr.networks(self.config.allow_networks)
+        self._proxies = netaddr.networks(server.config.web.trusted_proxies)
 
     def start(self) -> None:
         path = self.config.path.strip("/")
@@ -299,21 +297,14 @@ class Metrics:
     # -- access ------------------------------------------------------------------------------
     def client_address(self, request: Request) -> str:
         """The address to check: the peer's, or behind our trusted reverse proxies the last
-        X-Forwarded-For hop they did not add themselves (the leftmost entries are whatever
-        the client wrote)."""
+        X-Forwarded-For hop they did not add themselves."""
         peer = str(getattr(request.getClientAddress(), "host", ""))
-        if not _within(peer, self._proxies):
-            return peer
-        hops = [h.strip() for h in (request.getHeader("x-forwarded-for") or "").split(",")]
-        hops = [h for h in hops if h]
-        for hop in reversed(hops):
-            if not _within(hop, self._proxies):
-                return hop
-        return hops[0] if hops else peer
+        return netaddr.client_address(peer, request.getHeader("x-forwarded-for"),
+                                      self._proxies)
 
     def refusal(self, request: Request) -> tuple[int, str, dict[str, str]] | None:
         """(status, body, headers) for a request that may not see the metrics."""
-        if not _within(self.client_address(request), self._allow):
+        if not netaddr.within(self.client_address(request), self._allow):
             return 403, "forbidden\n", {}
         token = self.config.token
         if not token:
@@ -380,19 +371,3 @@ def _failed(request: Request, failure: Any, gone: list[bool]) -> None:
         request.finish()
 
 
-def _is_network(text: str) -> bool:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return True
-
-
-def _within(address: str, networks: list[Any]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # a dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d
-    return any(ip in net for net in networks)

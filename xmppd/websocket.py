@@ -7,7 +7,6 @@ the stream tags, every message a standalone document (explicit namespaces), no S
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -17,6 +16,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
 
+from xmppd import netaddr
 from xmppd import stanza as st
 from xmppd.c2s import C2SSession
 from xmppd.errors import StreamError
@@ -206,12 +206,14 @@ class XmppWebSocketProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(403, "origin not allowed")
         peer = self.tcp.getPeer()
         secure = self.factory.secure
-        trusted = _trusted(getattr(peer, "host", ""), web.trusted_proxies)
+        proxies = netaddr.networks(web.trusted_proxies)
+        trusted = netaddr.within(getattr(peer, "host", ""), proxies)
         if trusted and headers.get("x-forwarded-proto", "").lower() == "https":
             secure = True
         self.peer_address = peer
         if trusted and headers.get("x-forwarded-for"):
-            self.peer_address = _Forwarded(headers["x-forwarded-for"].split(",")[0].strip())
+            self.peer_address = _Forwarded(netaddr.client_address(
+                getattr(peer, "host", ""), headers["x-forwarded-for"], proxies))
         self._secure = secure
         return "xmpp"
 
@@ -252,20 +254,6 @@ def websocket_resource(server: XmppServer, secure: bool) -> WebSocketResource:
 class _Forwarded:
     def __init__(self, host: str) -> None:
         self.host, self.port = host, 0
-
-
-def _trusted(ip: str, proxies: list[str]) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    for p in proxies:
-        try:
-            if addr in ipaddress.ip_network(p, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
 
 
 def _origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:

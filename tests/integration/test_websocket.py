@@ -260,3 +260,20 @@ def test_websocket_stanza_budgets_before_and_after_auth(srv: ServerProcess) -> N
         assert await ws.error_and_close() == "policy-violation"
 
     run(body())
+
+
+def test_the_client_address_behind_a_proxy_is_the_hop_the_proxy_added(srv: ServerProcess
+                                                                       ) -> None:
+    """A client may write its own X-Forwarded-For; a trusted proxy appends the address it
+    saw. The rightmost untrusted hop is the client (bans and limits key on it), not the
+    leftmost, which the client chose."""
+    async def body() -> None:
+        ws = await WS.open(srv, secure=False, additional_headers={
+            "X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.66, 198.51.100.7"})
+        await ws.stream()
+        await ws.conn.close()
+
+    run(body())
+    log = srv.log()
+    assert "c2s connection from 198.51.100.7:" in log
+    assert "c2s connection from 192.0.2.66" not in log
