@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import start_server
-from tests.support.browser import ARGS, CHROMIUM, require_browser, send_text
+from tests.support.browser import CHROMIUM, launch_args, require_browser, send_text
 from tests.support.ca import CertAuthority
 from tests.support.client import connect, run
 from tests.support.server import ServerProcess
@@ -43,7 +43,7 @@ def png(path: Path) -> Path:
 
 
 async def browser_login(browser: Any, url: str, user: str, password: str) -> Any:
-    ctx = await browser.new_context(ignore_https_errors=True)
+    ctx = await browser.new_context()
     page = await ctx.new_page()
     await page.goto(url)
     await page.fill("#converse-login-jid", user)
@@ -58,7 +58,7 @@ def test_two_browsers_chat_with_text_and_image(srv: ServerProcess, tmp_path: Pat
 
     a, apw = srv.new_user("alice")
     b, bpw = srv.new_user("bob")
-    url = f"https://127.0.0.1:{srv.https_port}/chat/"
+    url = f"https://localhost:{srv.https_port}/chat/"
 
     async def body() -> None:
         # make them contacts first, as users would have done earlier
@@ -75,7 +75,7 @@ def test_two_browsers_chat_with_text_and_image(srv: ServerProcess, tmp_path: Pat
         await ca.close()
         await cb.close()
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=launch_args(srv))
             alice = await browser_login(browser, url, a.split("@")[0], apw)
             bob = await browser_login(browser, url, b.split("@")[0], bpw)
             await alice.click(f"text={b}")

@@ -28,11 +28,11 @@ from slixmpp import JID
 
 from tests.conftest import start_server
 from tests.support.browser import (
-    ARGS,
     CHROMIUM,
     STEP,
     BrowserUser,
     Frame,
+    launch_args,
     require_browser,
     send_text,
 )
@@ -196,12 +196,12 @@ def test_converse_session_omemo_contacts_room_and_resumption(srv: ServerProcess,
     a, apw = srv.new_user("alice")
     b, bpw = srv.new_user("bob")
     c, _ = srv.new_user("carol")
-    url = f"https://127.0.0.1:{srv.https_port}/chat/"
+    url = f"https://localhost:{srv.https_port}/chat/"
 
     async def body() -> None:
         carol = await connect(srv, c + "/laptop")
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=launch_args(srv))
             alice, bob = BrowserUser(a, apw), BrowserUser(b, bpw)
             try:
                 await alice.open(browser, url)

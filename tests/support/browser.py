@@ -9,6 +9,8 @@ Tests wait on those frames (protocol events) and on what the page shows, never o
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import shutil
 import time
@@ -19,13 +21,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from plugins.webclient import DEFAULT_DIST
+from tests.support.server import ServerProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 STEP = 60.0  # seconds one UI or protocol step may take on a loaded two-core machine
+
+
+def launch_args(srv: ServerProcess) -> list[str]:
+    """Chromium's flags, trusting the test server's certificates by their public keys.
+
+    Rather than ignoring certificate errors: with them ignored Chromium caches nothing, and
+    the OMEMO library then fetched its WebAssembly module (85 KB) from the server again for
+    every key pair it made, about a hundred times per login, as no real browser does."""
+    pins = []
+    for crt in sorted((srv.tmp / "certs").glob("*.crt")):
+        key = x509.load_pem_x509_certificate(crt.read_bytes()).public_key()
+        spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        pins.append(base64.b64encode(hashlib.sha256(spki).digest()).decode())
+    return [*ARGS, "--ignore-certificate-errors-spki-list=" + ",".join(pins)]
 
 
 def require_browser() -> None:
@@ -196,7 +215,7 @@ class BrowserUser:
         self.page: Any = None
 
     async def open(self, browser: Any, url: str) -> BrowserUser:
-        context = await browser.new_context(ignore_https_errors=True)
+        context = await browser.new_context()
         self.page = await context.new_page()
         self.page.on("websocket", self._websocket)
 
