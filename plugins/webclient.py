@@ -2,6 +2,15 @@
 
 The client comes from the npm package pinned in web/package.json (`npm ci --prefix web`);
 nothing of it is committed. Without it, /chat/ explains how to install it.
+
+OMEMO (XEP-0384) is available by default: at login the client creates its keys in the
+browser and publishes its device list and key bundle through PEP (a bundle is several KB,
+which is why the WebSocket must take frames well over 8 KiB); each chat has a padlock to
+switch encryption on. ``omemo = "default"`` encrypts every chat whose peer has OMEMO
+devices from the start; ``"off"`` removes OMEMO from the client. "available" is the
+default because the keys live in that browser's storage only: with encryption on by
+default, history fetched on another browser or after clearing site data is unreadable,
+which surprises users who did not choose encryption themselves.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -25,6 +35,26 @@ class Options:
     path: str = "chat"  # URL path of the client
     dist_dir: str = ""  # converse.js dist folder; empty: web/node_modules/converse.js/dist
     view_mode: str = "fullscreen"  # converse.js view_mode: fullscreen, overlayed, embedded
+    omemo: Literal["off", "available", "default"] = "available"  # see the module docstring
+
+
+# Converse.js 14.0.0 accepts a contact request with ``contact.authorize().subscribe()``, but
+# the method that asks for the reciprocal subscription is ``subscribeToPresence``; ``subscribe``
+# is the model's change-listener API, which does nothing when called without arguments. So the
+# request is approved, no subscription request goes back, and the contact stays one-way ("from")
+# although the dialog reports success. This plugin makes the argument-less call (the dialog's,
+# and nothing else calls it so) ask for the subscription.
+COMPAT_PLUGIN = """converse.plugins.add('xmppd-compat', {
+  dependencies: ['converse-roster'],
+  initialize() {
+    const proto = this._converse.exports.RosterContact?.prototype;
+    if (!proto || typeof proto.subscribeToPresence !== 'function') return;
+    const listen = proto.subscribe;
+    proto.subscribe = function (...args) {
+      return args.length ? listen.apply(this, args) : this.subscribeToPresence();
+    };
+  },
+});"""
 
 
 class ClientPage(Resource):
@@ -72,7 +102,7 @@ class WebClient(Plugin):
     def page(self, request: Request) -> str:
         host = (request.getHeader("host") or "").split(":")[0]
         domain = host if self.host.is_local(host) else self.host.domain
-        settings = {
+        settings: dict[str, object] = {
             "websocket_url": self.host.websocket_url(request),
             "view_mode": self.options.view_mode,
             "discover_connection_methods": False,
@@ -83,16 +113,33 @@ class WebClient(Plugin):
             "show_client_info": False,
             "play_sounds": False,
             "persistent_store": "IndexedDB",
+            "whitelisted_plugins": ["xmppd-compat"],
         }
+        if self.options.omemo == "off":
+            settings["blacklisted_plugins"] = ["converse-omemo"]
+        else:
+            settings["omemo_default"] = self.options.omemo == "default"
+        muc = self.host.plugin("muc")
+        service = getattr(getattr(muc, "service", None), "domain", None)
+        if isinstance(service, str) and domain == self.host.domain:
+            settings["muc_domain"] = service  # users type a room's name, not its address
+            # What a user types to find a room goes to this service, not to Converse.js's
+            # default, a third-party directory (api@search.jabber.network) reached through
+            # federation. The room service does not implement that search, so the list of
+            # suggestions stays empty; an empty setting would be better, but Converse.js 14
+            # then drops the room name field from the "Add groupchat" dialog.
+            settings["muc_search_service"] = service
         return (
             "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>Chat on {domain}</title>"
             "<link rel='stylesheet' type='text/css' media='screen' href='dist/converse.min.css'>"
+            "<link rel='icon' href='dist/images/favicon.ico'>"
             # converse.js 14 is an ES module bundle that defines window.converse; module
             # scripts run in document order, so the second one sees it.
             "<script type='module' src='dist/converse.min.js' charset='utf-8'></script></head>"
             "<body class='converse-fullscreen'><noscript>This chat needs JavaScript.</noscript>"
-            f"<script type='module'>converse.initialize({json.dumps(settings)});</script>"
+            f"<script type='module'>{COMPAT_PLUGIN}\n"
+            f"converse.initialize({json.dumps(settings)});</script>"
             "</body></html>"
         )

@@ -155,7 +155,13 @@ class WSTransport:
         self.disconnecting = False
 
     def write(self, data: bytes) -> None:
-        if not self.disconnecting:
+        # Once the client has sent its Close frame, autobahn has answered it and refuses to
+        # send (RFC 6455 §5.5.1: no data frames after a Close); the TCP connection and with it
+        # the session end a moment later, or only when a slow peer lets go. A write in that
+        # gap (a stanza routed to the session, a stream-management timer) is dropped, as a
+        # TCP transport drops writes after loseConnection: stream management still holds the
+        # stanza until it is acknowledged. Raising instead failed whatever routed it.
+        if not self.disconnecting and self.proto.state == WebSocketServerProtocol.STATE_OPEN:
             self.proto.sendMessage(data, isBinary=False)
 
     def loseConnection(self) -> None:  # noqa: N802

@@ -6,8 +6,6 @@ image (XEP-0363 upload, when the upload plugin is loaded), the other sees both.
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -16,38 +14,18 @@ from typing import Any
 
 import pytest
 
-from plugins.webclient import DEFAULT_DIST
 from tests.conftest import start_server
+from tests.support.browser import CHROMIUM, launch_args, require_browser, send_text
 from tests.support.ca import CertAuthority
 from tests.support.client import connect, run
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def _requirements() -> None:
-    missing = []
-    if not os.path.exists(CHROMIUM):
-        missing.append("chromium (apt-get install chromium)")
-    if not (DEFAULT_DIST / "converse.min.js").exists():
-        missing.append("the web client (npm ci --prefix web)")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        missing.append("playwright (pip install -e '.[test]')")
-    if missing:
-        msg = "browser test needs " + ", ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 @pytest.fixture(scope="module")
 def srv(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    _requirements()
+    require_browser()
     yield from start_server(tmp_path_factory.mktemp("webclient"), "sqlite", ca)
 
 
@@ -65,7 +43,7 @@ def png(path: Path) -> Path:
 
 
 async def browser_login(browser: Any, url: str, user: str, password: str) -> Any:
-    ctx = await browser.new_context(ignore_https_errors=True)
+    ctx = await browser.new_context()
     page = await ctx.new_page()
     await page.goto(url)
     await page.fill("#converse-login-jid", user)
@@ -75,36 +53,12 @@ async def browser_login(browser: Any, url: str, user: str, password: str) -> Any
     return page
 
 
-async def send_text(page: Any, text: str) -> None:
-    """Type ``text`` into the open chat and wait until the sender's own copy shows.
-
-    Under the full parallel suite on two cores, Converse.js may still be rendering the chat
-    box (history fetch) when the text is typed, and the keystrokes can land in a textarea
-    that is then replaced: the message is never sent. So the text is typed again when the
-    box is empty and no copy has appeared; a duplicate would be harmless to what is checked.
-    """
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-
-    for _attempt in range(4):
-        box = page.locator("textarea.chat-textarea").first
-        await box.wait_for(state="visible", timeout=60000)
-        if not await box.input_value():
-            await box.fill(text)
-        await box.press("Enter")
-        try:
-            await page.wait_for_selector(f"text={text}", timeout=30000)
-            return
-        except PlaywrightTimeout:
-            continue
-    pytest.fail(f"the sender's copy of {text!r} never showed in the browser")
-
-
 def test_two_browsers_chat_with_text_and_image(srv: ServerProcess, tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
     a, apw = srv.new_user("alice")
     b, bpw = srv.new_user("bob")
-    url = f"https://127.0.0.1:{srv.https_port}/chat/"
+    url = f"https://localhost:{srv.https_port}/chat/"
 
     async def body() -> None:
         # make them contacts first, as users would have done earlier
@@ -121,11 +75,11 @@ def test_two_browsers_chat_with_text_and_image(srv: ServerProcess, tmp_path: Pat
         await ca.close()
         await cb.close()
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=launch_args(srv))
             alice = await browser_login(browser, url, a.split("@")[0], apw)
             bob = await browser_login(browser, url, b.split("@")[0], bpw)
             await alice.click(f"text={b}")
-            await send_text(alice, "Hello Bob, from a browser")
+            await send_text(alice, f"converse-chat[jid='{b}']", "Hello Bob, from a browser")
             await bob.click(f"text={a}")
             await bob.wait_for_selector("text=Hello Bob, from a browser", timeout=60000)
             uploads = await alice.locator("input.fileupload").count()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import socket
 import ssl
+import struct
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -12,6 +16,7 @@ from typing import Any
 
 import pytest
 import websockets
+from slixmpp import JID
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import start_server
@@ -23,6 +28,7 @@ pytestmark = pytest.mark.integration
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+SM = "urn:xmpp:sm:3"
 STREAMS = "http://etherx.jabber.org/streams"
 C = "{jabber:client}"
 
@@ -277,3 +283,125 @@ def test_the_client_address_behind_a_proxy_is_the_hop_the_proxy_added(srv: Serve
     log = srv.log()
     assert "c2s connection from 198.51.100.7:" in log
     assert "c2s connection from 192.0.2.66" not in log
+
+
+class RawWS:
+    """A WebSocket client on a blocking TLS socket that does only what it is told: no reads
+    in the background and no answer to the server's TLS close_notify, so the server's side of
+    a closing connection stays open as long as the test needs (as with a slow or vanished
+    peer). Call its methods through asyncio.to_thread."""
+
+    def __init__(self, srv: ServerProcess) -> None:
+        raw = socket.create_connection(("127.0.0.1", srv.https_port), timeout=30)
+        self.sock = ctx(srv).wrap_socket(raw, server_hostname="localhost")
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /xmpp-websocket HTTP/1.1\r\nHost: 127.0.0.1:{srv.https_port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: xmpp\r\n\r\n".encode())
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += self._exact(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _exact(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            assert chunk, "connection closed"
+            out += chunk
+        return out
+
+    def frame(self, opcode: int, payload: bytes) -> None:
+        """RFC 6455 §5.2: a final frame, masked as a client's must be."""
+        n = len(payload)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        mask = os.urandom(4)
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def send(self, xml: str) -> None:
+        self.frame(0x1, xml.encode())
+
+    def recv(self) -> tuple[int, bytes]:
+        b0, b1 = self._exact(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", self._exact(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", self._exact(8))[0]
+        return b0 & 0x0F, self._exact(n)
+
+    def recv_xml(self) -> ET.Element:
+        opcode, payload = self.recv()
+        assert opcode == 0x1, (opcode, payload)
+        return ET.fromstring(payload)
+
+
+def test_stanzas_for_a_websocket_the_client_is_closing_are_kept_for_resumption(
+        srv: ServerProcess) -> None:
+    """Between the client's Close frame and the end of the TCP connection, the WebSocket
+    refuses to send: a stanza routed to the session then (or the stream-management ack
+    request timer firing then) must neither raise out of the write - which answered the
+    sender with internal-server-error and logged a traceback, seen when a browser tab closed -
+    nor be lost: like a TCP stream that is going away, the write is dropped, and the stanza,
+    unacknowledged, is sent again when the session is resumed (XEP-0198 §5)."""
+    a, apw = srv.new_user("closing")
+    b, _ = srv.new_user("sender")
+
+    async def body() -> None:
+        raw = await asyncio.to_thread(RawWS, srv)
+
+        def login() -> tuple[str, str]:
+            token = base64.b64encode(f"\0{a.split('@')[0]}\0{apw}".encode()).decode()
+            for step in (f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>",
+                         f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>",
+                         f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>",
+                         f"<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{BIND}'>"
+                         "<resource>tab</resource></bind></iq>",
+                         f"<enable xmlns='{SM}' resume='true'/>",
+                         "<presence xmlns='jabber:client'/>"):
+                raw.send(step)
+            full = sm_id = ""
+            while True:  # until our own presence comes back: one stanza handled (h=1)
+                el = raw.recv_xml()
+                full = full or el.findtext(f"{{{BIND}}}bind/{{{BIND}}}jid") or ""
+                sm_id = sm_id or (el.get("id", "") if el.tag == f"{{{SM}}}enabled" else "")
+                if el.tag == C + "presence":
+                    return full, sm_id
+
+        full, sm_id = await asyncio.to_thread(login)
+        assert full == a + "/tab" and sm_id
+        sender = await connect(srv, b + "/desk")
+        await asyncio.to_thread(raw.frame, 0x8, struct.pack(">H", 1000))
+        opcode, _ = await asyncio.to_thread(raw.recv)
+        assert opcode == 0x8  # the server answered our Close: its side is closing now
+        sender.send_message(mto=full, mbody="sent while the tab closed", mtype="chat")
+        await sender.plugin["xep_0199"].ping(jid=JID("localhost"), timeout=10)  # routed
+        assert sender.messages.empty(), [str(m) for m in sender.messages._queue]  # no error
+        await asyncio.to_thread(raw.sock.close)
+
+        ws = await WS.open(srv)  # another tab resumes the session
+        await ws.stream()
+        token = base64.b64encode(f"\0{a.split('@')[0]}\0{apw}".encode()).decode()
+        await ws.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+        assert (await ws.recv()).tag == f"{{{SASL}}}success"
+        await ws.stream()
+        await ws.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='1'/>")
+        resumed = await ws.recv()
+        assert resumed.tag == f"{{{SM}}}resumed", ET.tostring(resumed)
+        again = await ws.recv()
+        # {*}: stanzas sent again on resumption lack xmlns='jabber:client' over WebSocket
+        # for now (plugins/smacks.py writes them with st.serialize, not the session's
+        # stanza_xml), which is not what this test is about.
+        assert again.findtext("{*}body") == "sent while the tab closed", ET.tostring(again)
+        await sender.close()
+        await ws.conn.close()
+        assert "Attempt to send on a closed protocol" not in srv.log()
+
+    run(body())
