@@ -57,6 +57,7 @@ class WebSocketC2S(C2SSession):
     message."""
 
     can_starttls = False
+    error_linger = 0.0  # the WebSocket close handshake already ends it cleanly
     transport_kind = "websocket"
 
     def __init__(self, server: XmppServer, secure: bool) -> None:

@@ -72,6 +72,7 @@ class XmlStream(protocol.Protocol):
     max_stanza_bytes = 262144  # per top-level element once the peer is authenticated
     preauth_stanza_bytes = 16384  # before: peers send only small negotiation elements
     close_timeout = 10.0
+    error_linger = 1.0  # seconds input is read and dropped after a stream error, see there
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -226,8 +227,19 @@ class XmlStream(protocol.Protocol):
         self.close_stream()
         # A stream error is unrecoverable (RFC 6120 §4.9.1.1) and after a parse error we could
         # not even read the peer's closing tag, so the connection is dropped once written.
+        # Not at once, though: closing a socket with unread input makes the kernel send a
+        # reset, which can destroy the error in the peer's receive buffer before it reads
+        # it (a client still sending when it overran a limit never learnt why). What
+        # arrives meanwhile is discarded (no parser), and the wait is short and bounded.
         self.drop_parser()
         if self.transport is not None:
+            if self.error_linger > 0:
+                self.clock.callLater(self.error_linger, self._drop_after_error)
+            else:
+                self.transport.loseConnection()
+
+    def _drop_after_error(self) -> None:
+        if not self.closed and self.transport is not None:
             self.transport.loseConnection()
 
     def write_close(self) -> None:

@@ -133,6 +133,11 @@ def test_stream_error_sends_header_error_and_close() -> None:
     assert out.startswith("<?xml version='1.0'?><stream:stream")
     assert "<stream:error><invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" in out
     assert out.endswith("</stream:stream>")
+    # The connection goes after a short linger that reads and drops the peer's input (so the
+    # peer's kernel does not get a reset that could destroy the error before it is read).
+    assert not transport.disconnecting
+    proto.dataReceived(b"<more what='ever'>")  # ignored
+    proto.clock.advance(proto.error_linger)  # type: ignore[attr-defined]
     assert transport.disconnecting
 
 
