@@ -406,12 +406,15 @@ class C2SSession(OrderedXmlStream):
         attrs = el.attributes
         frm = attrs.get("from")
         if frm is not None and frm != self.jid_str:
-            # RFC 6120 §8.1.2.1: a client may only claim its own full or bare JID.
+            # RFC 6120 §8.1.2.1: the server stamps the session's full JID, overriding what
+            # the client wrote; a claim to another account is invalid-from (§4.9.3.9). A
+            # client that resumed (XEP-0198) may still write the resource it made up for the
+            # new connection (Converse.js after a page reload): same account, overridden.
             try:
                 claimed = JID.parse(frm)
             except JIDError:
                 claimed = None
-            if claimed is None or (claimed != self.jid and claimed != self.jid.bare):  # type: ignore[union-attr]
+            if claimed is None or claimed.bare != self.jid.bare:  # type: ignore[union-attr]
                 self.stream_error(StreamError("invalid-from"))
                 return None
         attrs["from"] = self.jid_str

@@ -84,6 +84,12 @@ def test_from_is_stamped_and_cannot_be_spoofed(server: ServerProcess) -> None:
         ca.send_message(mto=b, mbody="no from")
         msg = await cb.next_message()
         assert str(msg["from"]) == a + "/x"
+        # Another resource of the same account is overridden with the session's own JID
+        # (RFC 6120 §8.1.2.1; Converse.js writes a made-up resource after resuming).
+        ca.send_raw(f"<message to='{b}' from='{a}/not-mine' type='chat'><body>own</body>"
+                    "</message>")
+        msg = await cb.next_message()
+        assert msg["body"] == "own" and str(msg["from"]) == a + "/x"
         # Claiming another user's JID costs the stream (RFC 6120 §8.1.2.1 invalid-from).
         ca.send_raw(f"<message to='{b}' from='{victim}/evil' type='chat'><body>spoof</body>"
                     "</message>")
