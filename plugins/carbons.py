@@ -36,6 +36,18 @@ class Carbons(Plugin):
         self.host.iq("set", NS, "disable", self.disable, scope="account")
         self.host.on(H.MESSAGE_DELIVERED, self.received, priority=-10)
         self.host.on(H.STANZA_OUTBOUND, self.sent, priority=-60)
+        self.host.on(H.SASL2_FEATURES, self.sasl2_features)
+        self.host.on(H.BIND2_REQUEST, self.bind2)
+
+    def sasl2_features(self, ev: H.Sasl2FeaturesEvent) -> None:
+        st.add(ev.bind_inline, "feature", ev.bind_inline.uri, attrs={"var": NS})
+
+    def bind2(self, ev: H.InlineEvent) -> bool:
+        """XEP-0386 §3.2: <enable xmlns='urn:xmpp:carbons:2'/> in a Bind 2 request enables
+        carbons for the new session (it cannot fail: nothing to answer)."""
+        if st.child(ev.request, "enable", NS) is not None:
+            ev.session.data[ENABLED] = True
+        return False
 
     def _session(self, req: IqRequest) -> Session:
         if not req.is_own_account or req.origin is None or req.origin.kind != "c2s":

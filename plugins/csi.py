@@ -31,6 +31,17 @@ class ClientState(Plugin):
         self.host.on(H.STREAM_FEATURES, self.features_)
         self.host.on(H.C2S_NONZA, self.nonza)
         self.host.on(H.STANZA_DELIVER, self.deliver, priority=100)
+        self.host.on(H.SASL2_FEATURES, self.sasl2_features)
+        self.host.on(H.BIND2_REQUEST, self.bind2)
+
+    def sasl2_features(self, ev: H.Sasl2FeaturesEvent) -> None:
+        st.add(ev.bind_inline, "feature", ev.bind_inline.uri, attrs={"var": NS})
+
+    def bind2(self, ev: H.InlineEvent) -> bool:
+        """XEP-0386 §3.2: a Bind 2 request with <inactive/> starts the session inactive."""
+        if st.child(ev.request, "inactive", NS) is not None:
+            ev.session.data["csi_inactive"] = True
+        return False
 
     def features_(self, ev: H.FeaturesEvent) -> None:
         if ev.stage == "post-auth":

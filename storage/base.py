@@ -12,6 +12,7 @@ from storage.accounts import AccountStore
 from storage.archive import ArchiveStore
 from storage.blocking import BlockingStore
 from storage.directory import DirectoryStore
+from storage.fast import FastTokenStore
 from storage.invites import InviteStore
 from storage.kv import KVStore
 from storage.offline import OfflineStore
@@ -53,6 +54,7 @@ class Storage:
         self.vcard = VCardStore(db)
         self.pubsub = PubsubStore(db)
         self.uploads = UploadStore(db)
+        self.fast = FastTokenStore(db)
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 8) -> Storage:

@@ -103,8 +103,12 @@ class Accounts:
         return await self.storage.accounts.create(host, username, creds)
 
     async def set_password(self, host: str, username: str, password: str) -> bool:
+        """New verifiers; every FAST token of the account is revoked with the old password
+        (XEP-0484: a token is no stronger than the login that earned it)."""
         creds = await threads.deferToThread(derive, password, self.iterations)
-        return await self.storage.accounts.set_credentials(host, username, creds)
+        changed = await self.storage.accounts.set_credentials(host, username, creds)
+        await self.storage.fast.revoke(host, username)
+        return changed
 
     async def verify_plain(self, host: str, username: str, password: str) -> bool:
         creds = await self.storage.accounts.get_credentials(host, username)

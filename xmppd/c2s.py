@@ -7,7 +7,6 @@ reordered even when one waits on storage (RFC 6120 §10.1).
 
 from __future__ import annotations
 
-import base64
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import protocol
@@ -18,11 +17,9 @@ from twisted.words.xish.domish import Element
 
 from xmppd import hooks as H
 from xmppd import stanza as st
-from xmppd.authguard import Attempt, AuthGuard
-from xmppd.channelbinding import NS_SASL_CB, ChannelBindings, bindings_of
+from xmppd.authflow import NS_SASL2, Authenticator, sasl2_failure
 from xmppd.errors import SASLFailure, StanzaError, StreamError, error_reply
 from xmppd.jid import JID, JIDError, prepare_domain
-from xmppd.sasl import Mechanism, Offer, b64_response, make_mechanism
 from xmppd.sessions import SessionData
 from xmppd.tls import HostContextFactory
 from xmppd.xmlstream import OrderedXmlStream, new_stream_id
@@ -54,9 +51,7 @@ class C2SSession(OrderedXmlStream):
         self.presence: Element | None = None
         self.data: dict[str, Any] = SessionData()
         self.lang = ""
-        self._sasl: Mechanism | None = None
-        self._offer: Offer | None = None  # what the features of this stream offered
-        self._auth_failures = 0
+        self.auth = Authenticator(self)
         self._counted_unauthenticated = False  # by AuthGuard.connection_opened
         self._handshake_timer: IDelayedCall | None = None
         self.clean_close = False
@@ -78,7 +73,7 @@ class C2SSession(OrderedXmlStream):
         if timeout:
             self._handshake_timer = self.clock.callLater(timeout, self._handshake_expired)
 
-    def _authenticated_now(self) -> None:
+    def authenticated_now(self) -> None:
         """No longer one of the address's unauthenticated connections."""
         if self._counted_unauthenticated:
             self._counted_unauthenticated = False
@@ -91,9 +86,8 @@ class C2SSession(OrderedXmlStream):
 
     def on_closed(self, reason: Failure) -> None:
         self.server.connections.discard(self)
-        self._authenticated_now()
-        if self._sasl is not None and self._sasl.attempt is not None:
-            self._sasl.attempt.abandoned()
+        self.authenticated_now()
+        self.auth.closed()
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         self._queue.clear()
@@ -159,9 +153,9 @@ class C2SSession(OrderedXmlStream):
             except JIDError:
                 pass
         self.send_header(header)
-        self._send_features()
+        self.send_features()
 
-    def _send_features(self) -> None:
+    def send_features(self) -> None:
         features = st.make("features", st.NS_STREAMS)
         host = self.server.hosts[self.host]
         if not self.tls_active and self.can_starttls and not self.username:
@@ -170,47 +164,21 @@ class C2SSession(OrderedXmlStream):
             if self.server.config.tls.require_c2s:
                 st.add(tls, "required", st.NS_TLS)
             else:
-                self._add_mechanisms(features)
+                self.auth.add_features(features)
         elif not self.username:
             stage = "pre-auth"
-            self._add_mechanisms(features)
+            self.auth.add_features(features)
         else:
             stage = "post-auth"
-            st.add(features, "bind", st.NS_BIND)
-            sess = st.add(features, "session", st.NS_SESSION)
-            st.add(sess, "optional", st.NS_SESSION)
+            if self.jid is None:  # not already bound by Bind 2 (XEP-0386) or resumed
+                st.add(features, "bind", st.NS_BIND)
+                sess = st.add(features, "session", st.NS_SESSION)
+                st.add(sess, "optional", st.NS_SESSION)
         limits = st.add(features, "limits", NS_LIMITS)
         st.add(limits, "max-bytes", NS_LIMITS, str(self.stanza_limit()))
         # Feature hooks only append elements: a sync hook, no coroutine per stream header.
         host.hooks.fire_sync(H.STREAM_FEATURES, H.FeaturesEvent(self, features, stage))
         self.write(self.features_xml(st.element_children(features)))
-
-    def _make_offer(self) -> Offer:
-        """The SASL mechanisms this stream offers: the configured ones (PLAIN only with TLS,
-        RFC 6120 §13.9.4), each SCRAM one also as -PLUS when this process terminates the
-        TLS and can bind to it (RFC 5802 §6, XEP-0440)."""
-        auth = self.server.config.auth
-        mechs = list(auth.mechanisms)
-        if not self.tls_active:
-            mechs = [m for m in mechs if m != "PLAIN"]
-        bindings = self._channel_bindings() if auth.channel_binding else None
-        if bindings is None:
-            return Offer(tuple(mechs))
-        plus = [m + "-PLUS" for m in mechs if m.startswith("SCRAM-")]
-        return Offer(tuple(plus + mechs), bindings.types, bindings)
-
-    def _channel_bindings(self) -> ChannelBindings | None:
-        return bindings_of(self.transport) if self.tls_active else None
-
-    def _add_mechanisms(self, features: Element) -> None:
-        self._offer = offer = self._make_offer()
-        mechs = st.add(features, "mechanisms", st.NS_SASL)
-        for m in offer.mechanisms:
-            st.add(mechs, "mechanism", st.NS_SASL, m)
-        if offer.cb_types:
-            cb = st.add(features, "sasl-channel-binding", NS_SASL_CB)
-            for t in offer.cb_types:
-                st.add(cb, "channel-binding", NS_SASL_CB, attrs={"type": t})
 
     # -- elements (in order, see OrderedXmlStream) --------------------------------------------
     def handle(self, el: Element) -> Deferred[Any] | None:
@@ -248,6 +216,9 @@ class C2SSession(OrderedXmlStream):
             if el.uri == st.NS_SASL and el.name == "auth":
                 self.write(st.serialize(SASLFailure("encryption-required").to_element()))
                 return None
+            if el.uri == NS_SASL2 and el.name == "authenticate":
+                self.write(sasl2_failure(SASLFailure("encryption-required")))
+                return None
             if el.uri == st.NS_CLIENT and el.name in st.STANZA_NAMES:
                 self.stream_error(StreamError("not-authorized"))
             else:
@@ -258,7 +229,9 @@ class C2SSession(OrderedXmlStream):
     # -- SASL (RFC 6120 §6) ---------------------------------------------------------------------
     def _pre_auth(self, el: Element) -> Deferred[Any] | None:
         if el.uri == st.NS_SASL:
-            return self.coro(self._sasl_element(el))
+            return self.coro(self.auth.sasl1(el))
+        if el.uri == NS_SASL2 and self.server.config.auth.sasl2:
+            return self.coro(self.auth.sasl2_element(el))
         if el.uri == st.NS_TLS and el.name == "starttls":
             self.write(f"<failure xmlns='{st.NS_TLS}'/>")
             self.close_stream()
@@ -267,77 +240,6 @@ class C2SSession(OrderedXmlStream):
             return self.coro(self._preauth_iq(el))
         self.stream_error(StreamError("not-authorized"))
         return None
-
-    async def _sasl_element(self, el: Element) -> None:
-        try:
-            if el.name == "auth":
-                name = el.getAttribute("mechanism", "")
-                offer = self._offer
-                if offer is None or name not in offer.mechanisms:
-                    raise SASLFailure("invalid-mechanism")
-                guard = self.server.auth_guard
-                if guard.refused(self.peer_host) is not None:
-                    raise SASLFailure("temporary-auth-failure")  # banned address
-                self._sasl = make_mechanism(name, self.server.accounts, self.host,
-                                            _Gate(guard, self.peer_host, self.host), offer)
-                body = st.text(el).strip()
-                step = await self._sasl.start(None if body == "" else b64_response(body))
-            elif el.name == "response":
-                if self._sasl is None:
-                    raise SASLFailure("malformed-request", "no authentication in progress")
-                step = await self._sasl.respond(b64_response(st.text(el).strip()))
-            elif el.name == "abort":
-                self._sasl = None
-                raise SASLFailure("aborted")
-            else:
-                raise SASLFailure("malformed-request")
-        except SASLFailure as fail:
-            await self._sasl_failed(fail)
-            return
-        if self.closed:
-            return
-        if step.challenge is not None:
-            data = base64.b64encode(step.challenge).decode() if step.challenge else ""
-            self.write(f"<challenge xmlns='{st.NS_SASL}'>{data}</challenge>")
-            return
-        mech = self._sasl.name if self._sasl else "?"
-        if self._sasl is not None and self._sasl.attempt is not None:
-            self._sasl.attempt.succeeded()
-        self.server.stats.auth["success"] += 1
-        self._sasl = None
-        self.username = step.username
-        self._authenticated_now()
-        self.log.info("authenticated {user}@{host} from {peer} with {mech}", user=step.username,
-                      host=self.host, peer=self.peer, mech=mech)
-        extra = base64.b64encode(step.data).decode() if step.data else ""
-        self.write(f"<success xmlns='{st.NS_SASL}'>{extra}</success>" if extra
-                   else f"<success xmlns='{st.NS_SASL}'/>")
-        self.reset_parser()  # RFC 6120 §6.4.6: stream restart
-
-    async def _sasl_failed(self, fail: SASLFailure) -> None:
-        attempt = self._sasl.attempt if self._sasl is not None else None
-        self._sasl = None
-        self._auth_failures += 1
-        if attempt is not None:
-            attempt.failed()  # a password or proof was checked and was wrong
-        # temporary-auth-failure is only ever AuthGuard refusing (a ban, or the bar reached
-        # by attempts in flight); <abort/> is the client's choice, not a wrong password.
-        self.server.stats.auth[_AUTH_RESULT.get(fail.condition, "failure")] += 1
-        self.log.info("authentication failure ({cond}) on {host} from {peer}",
-                      cond=fail.condition, host=self.host, peer=self.peer)
-        delay = 0.0
-        if fail.condition != "temporary-auth-failure":
-            delay = self.server.auth_reply_delay(self.peer_host)
-        if delay > 0:
-            d: Deferred[None] = Deferred()
-            self.clock.callLater(delay, d.callback, None)
-            await d
-        if self.closed:
-            return
-        self.write(st.serialize(fail.to_element()))
-        if self._auth_failures >= self.server.config.auth.max_failures_per_stream:
-            # RFC 6120 §6.4.5: too many retries -> not-authorized stream error.
-            self.stream_error(StreamError("not-authorized", "too many failed attempts"))
 
     def _preauth_iq_allowed(self, el: Element) -> bool:
         payload = next((c for c in el.children if isinstance(c, Element)), None)
@@ -385,21 +287,28 @@ class C2SSession(OrderedXmlStream):
     def _bind(self, iq: Element, bind: Element) -> None:
         requested = st.child_text(bind, "resource", st.NS_BIND)
         try:
-            jid = self.server.sessions.bind(self, self.host, self.username,
-                                            requested.strip() if requested else None)
+            self.bind_resource(requested.strip() if requested else None)
         except StanzaError as err:
             self.send(error_reply(iq, err))
             return
-        self.jid_str = str(jid)
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            self._handshake_timer.cancel()
-        self._handshake_timer = None
         reply = st.make("iq", st.NS_CLIENT, {"type": "result", "id": iq.getAttribute("id", "")})
         b = st.add(reply, "bind", st.NS_BIND)
         st.add(b, "jid", st.NS_BIND, self.jid_str)
         self.send(reply)
+
+    def bind_resource(self, requested: str | None, announce: bool = True) -> JID:
+        """Bind a resource (RFC 6120 §7, or Bind 2); StanzaError when it cannot be. With
+        ``announce`` the binding is announced at once (SESSION_BOUND); Bind 2 does that only
+        after its <success/> went out."""
+        jid = self.server.sessions.bind(self, self.host, self.username, requested)
+        self.jid_str = str(jid)
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
         self.log.info("bound {jid} from {peer}", jid=self.jid_str, peer=self.peer)
-        self.server.session_bound(self)
+        if announce:
+            self.server.session_bound(self)
+        return jid
 
     # -- stanzas --------------------------------------------------------------------------------
     def _stanza(self, el: Element) -> Deferred[Any] | None:
@@ -463,21 +372,6 @@ class C2SSession(OrderedXmlStream):
 
     def send_raw(self, data: str) -> None:
         self.write(data)
-
-
-class _Gate:
-    """AuthGuard bound to one connection's address and domain, for the SASL mechanisms."""
-
-    __slots__ = ("address", "domain", "guard")
-
-    def __init__(self, guard: AuthGuard, address: str, domain: str) -> None:
-        self.guard, self.address, self.domain = guard, address, domain
-
-    def refused(self, username: str) -> bool:
-        return self.guard.refused(self.address, f"{username}@{self.domain}") is not None
-
-    def begin(self, username: str) -> Attempt | None:
-        return self.guard.begin(self.address, f"{username}@{self.domain}")
 
 
 class C2SFactory(protocol.Factory):

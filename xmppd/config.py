@@ -79,6 +79,9 @@ class AuthConfig:
     iteration_count: int = 4096
     max_failures_per_stream: int = 5
     channel_binding: bool = True  # offer SCRAM-*-PLUS (tls-exporter, tls-server-end-point)
+    sasl2: bool = True  # offer SASL2 (XEP-0388) with Bind 2 (XEP-0386) beside RFC 6120 SASL
+    fast: bool = True  # FAST tokens (XEP-0484) over SASL2
+    fast_token_ttl: float = 21 * 86400.0  # seconds a FAST token lives (rotated at half)
     throttle_after: int = 3  # failures per IP before replies are delayed
     throttle_max_delay: float = 30.0
     # Brute-force bans (xmppd/authguard.py)

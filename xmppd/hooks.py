@@ -153,6 +153,31 @@ class FeaturesEvent:
 
 
 @dataclass(slots=True)
+class Sasl2FeaturesEvent:
+    """SASL2's <authentication/> feature being offered (XEP-0388): plugins that can act
+    inline append to ``inline`` (e.g. XEP-0198 <sm/>) or to Bind 2's ``bind_inline``
+    (<feature var=''/>, XEP-0386 §3.1)."""
+
+    session: Session
+    inline: Element
+    bind_inline: Element
+
+
+@dataclass(slots=True)
+class InlineEvent:
+    """An inline request of a successful SASL2 authentication: ``request`` is the client's
+    <authenticate/> (SASL2_SUCCESS) or its Bind 2 <bind/> (BIND2_REQUEST); handlers act on
+    the children in their namespace and append their answers to ``response`` (<success/>
+    or <bound/>); ``after`` holds what must happen once <success/> is written (stanzas a
+    resumed stream sends again)."""
+
+    session: Session
+    request: Element
+    response: Element
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class NonzaEvent:
     """A top-level element that is not a stanza (XEP-0198 <r/>, XEP-0352 <active/> ...)."""
 
@@ -256,6 +281,19 @@ STANZA_DELIVER: Hook[DeliverEvent] = Hook(
 ACCOUNT_DELETED: Hook[AccountEvent] = Hook(
     "account-deleted", "An account was deleted; plugins remove every bit of its data.")
 SERVER_STARTED: Hook[None] = Hook("server-started", "All listeners are up.")
+SASL2_FEATURES: Hook[Sasl2FeaturesEvent] = Hook(
+    "sasl2-features", "Building SASL2's <authentication/> feature (XEP-0388, XEP-0386). Sync: "
+    "handlers append what they can do inline and must not wait.")
+SASL2_SUCCESS: Hook[InlineEvent] = Hook(
+    "sasl2-success",
+    "A SASL2 authentication succeeded, before Bind 2 (XEP-0386 §3.2: a <resume/> is processed "
+    "first; a session that resumed has its JID afterwards and is not bound again). Handlers "
+    "return False so that every one sees the request.")
+BIND2_REQUEST: Hook[InlineEvent] = Hook(
+    "bind2-request",
+    "A Bind 2 request, just before the resource is bound (nothing can be routed to the "
+    "session yet): handlers enable what the <bind/> asks for in their namespace and add "
+    "their answers (and e.g. XEP-0313 metadata) to <bound/>. Return False.")
 SERVER_STOPPING: Hook[None] = Hook(
     "server-stopping", "Shutdown began; streams are still open. Flush what must be kept.")
 
@@ -264,5 +302,6 @@ CATALOGUE: tuple[Hook[Any], ...] = (
     MESSAGE_DELIVERED,
     MESSAGE_UNDELIVERED, SERVER_STANZA, SESSION_BOUND, SESSION_AVAILABLE, SESSION_CLOSED,
     REMOTE_SESSION_ENDED, CLUSTER_CHANGED, SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA,
-    STANZA_DELIVER, ACCOUNT_DELETED, SERVER_STARTED, SERVER_STOPPING,
+    STANZA_DELIVER, ACCOUNT_DELETED, SERVER_STARTED, SERVER_STOPPING, SASL2_FEATURES,
+    SASL2_SUCCESS, BIND2_REQUEST,
 )

@@ -66,6 +66,7 @@ class Mam(Plugin):
         self.host.iq("set", mq.NS, "prefs", self.set_prefs, scope="account")
         self.host.iq("set", NS_PURGE, "purge", self.purge, scope="account")
         self.host.on(H.SESSION_CLOSED, self.evict)
+        self.host.on(H.BIND2_REQUEST, self.bind2)
         self.expiry: LoopingCall | None = None
         if self.options.retention_days > 0:
             self.expiry = LoopingCall(self.expire)
@@ -209,6 +210,14 @@ class Mam(Plugin):
         return await mq.answer(self.host.storage.archive, user.domain, user.local, q, flip,
                                str(req.from_), user.bare_str,
                                req.payload.getAttribute("queryid"), deliver)
+
+    async def bind2(self, ev: H.InlineEvent) -> bool:
+        """XEP-0386 §3.2: <bound/> carries the archive's XEP-0313 metadata as of the bind,
+        so the client knows where to synchronise from."""
+        session = ev.session
+        st.append(ev.response, await mq.metadata_element(
+            self.host.storage.archive, session.host, getattr(session, "username", "")))
+        return False
 
     async def metadata(self, req: IqRequest) -> Element:
         self._own(req)
