@@ -11,6 +11,7 @@ carbon copy, a groupchat message ...) or towards others (presence, directed pres
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -21,7 +22,7 @@ import pytest
 
 from tests.conftest import start_server
 from tests.integration.test_cluster import Cluster
-from tests.integration.test_cluster import cluster as cluster  # noqa: F401 (the fixture)
+from tests.integration.test_cluster import cluster as cluster
 from tests.integration.test_muc_support import PLUGINS as MUC_PLUGINS
 from tests.integration.test_muc_support import close, create, messages
 from tests.integration.test_muc_support import next_message as room_message
@@ -53,6 +54,15 @@ def srv(backend: str, ca: CertAuthority, tmp_path_factory: pytest.TempPathFactor
         ) -> Iterator[ServerProcess]:
     yield from start_server(tmp_path_factory.mktemp(f"resume-{backend}"), backend, ca, config={
         "plugins": {"smacks": {"resume_timeout": 60.0, "ack_delay": 0.2}}})
+
+
+@pytest.fixture(scope="module")
+def pinging(backend: str, ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[ServerProcess]:
+    """A server that pings a client after one idle second and waits five for the answer."""
+    yield from start_server(tmp_path_factory.mktemp(f"ping-{backend}"), backend, ca, config={
+        "plugins": {"smacks": {"resume_timeout": 60.0, "ack_delay": 0.2},
+                    "ping": {"interval": 1.0, "timeout": 5.0}}})
 
 
 # -- the resumable client ------------------------------------------------------------------------
@@ -300,6 +310,42 @@ def test_blocklist_pushes_reach_the_resumed_stream(srv: ServerProcess) -> None:
         assert item is not None and item.get("jid") == "spammer@example.org"
         await a2.close()
         assert await ra.eof()
+
+    run(body())
+
+
+def test_a_ping_left_unanswered_across_the_resumption_still_counts(
+        pinging: ServerProcess) -> None:
+    """XEP-0199 §4.2 as plugins/ping.py applies it: a client that does not answer the
+    server's ping in time loses its stream. The ping was sent to the connection that then
+    died; the resumed stream is the same session, so the timeout ends it too (the ping
+    plugin holds the session object the dead connection had)."""
+    srv = pinging
+    a, _ = srv.new_user("ping")
+    w, _ = srv.new_user("ping")
+
+    def is_ping(e: ET.Element) -> bool:
+        return (e.tag == C + "iq" and e.get("type") == "get"
+                and e.find(f"{{{PING}}}ping") is not None)
+
+    async def body() -> None:
+        witness = await connect(srv, w + "/x")  # slixmpp answers pings itself
+        ra = await sm_login(srv, a)
+        await announce(ra)
+        first = await ra.read_until(is_ping)  # after a second of silence
+        ra = await drop_and_resume(srv, ra, witness)
+
+        async def until_stream_error() -> str:
+            while True:
+                el = await ra.read()
+                if el.tag == q("http://etherx.jabber.org/streams", "error"):
+                    return next(c.tag.split("}")[1] for c in el
+                                if not c.tag.endswith("}text"))
+                if is_ping(el) and el.get("id") != first.get("id"):
+                    await answer_iq(ra, el)  # later pings are answered: only the first counts
+
+        assert await asyncio.wait_for(until_stream_error(), 15) == "connection-timeout"
+        await witness.close()
 
     run(body())
 
