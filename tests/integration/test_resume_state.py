@@ -350,6 +350,48 @@ def test_a_ping_left_unanswered_across_the_resumption_still_counts(
     run(body())
 
 
+def test_resuming_with_an_impossible_count_fails_cleanly(srv: ServerProcess) -> None:
+    """XEP-0198 §6: an error about <resume/> is answered with <failed/> on that stream (the
+    client must not be left waiting for an answer that never comes), the client may then
+    bind a resource on it (§5), and what the old session never got acknowledged reaches
+    the new resource from offline storage rather than being lost."""
+    a, _ = srv.new_user("badh")
+    c, _ = srv.new_user("badh")
+
+    async def body() -> None:
+        cc = await connect(srv, c + "/x")
+        ra = await sm_login(srv, a)
+        await announce(ra)
+        cc.send_message(mto=a + "/r", mbody="unacknowledged", mtype="chat")
+        await ra.read_until(body_is("unacknowledged"))
+        bare = a.split("@")[0]
+        ra.kill()
+        await cc.plugin["xep_0199"].ping("localhost", timeout=10)
+        new = await RawStream.open(srv.c2s_port)
+        await new.authenticate(str(srv.ca.ca_file), bare, srv.passwords[a])
+        previd = ra.previd  # type: ignore[attr-defined]
+        await new.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{ra.h + 1000}'/>")
+        failed = await new.read()
+        assert failed.tag == q(NS_SM, "failed"), ET.tostring(failed)
+        assert failed.find(
+            "{urn:ietf:params:xml:ns:xmpp-stanzas}undefined-condition") is not None
+        assert await new.bind("again")
+        await announce(new)
+        redelivered = await new.read_until(body_is("unacknowledged"))
+        assert redelivered.find("{urn:xmpp:delay}delay") is not None  # from offline storage
+        third = await RawStream.open(srv.c2s_port)  # the old session is over
+        await third.authenticate(str(srv.ca.ca_file), bare, srv.passwords[a])
+        await third.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{ra.h}'/>")
+        gone = await third.read()
+        assert gone.tag == q(NS_SM, "failed")
+        assert gone.find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
+        assert await third.eof()
+        await cc.close()
+        assert await new.eof()
+
+    run(body())
+
+
 def caps_ver(identity: tuple[str, str, str], features: list[str]) -> str:
     """XEP-0115 §5.1 verification string (one identity, no forms), SHA-1, base64."""
     s = "/".join((identity[0], identity[1], "", identity[2])) + "<"
