@@ -168,10 +168,29 @@ class StreamManagement(Plugin):
         state.queue.append(ev.stanza)
         state.sent = (state.sent + 1) % MOD
         if len(state.queue) > self.options.max_unacked:
-            ev.session.close(StreamError("policy-violation", "too many unacknowledged stanzas"))
+            self._overflow(state)
         elif state.ack_timer is None or not state.ack_timer.active():
             state.ack_timer = self.host.clock.callLater(self.options.ack_delay, self._ask, state)
         return False
+
+    def _overflow(self, state: SMState) -> None:
+        """``max_unacked`` bounds what a client that does not acknowledge makes us keep, also
+        while its session hibernates (a dropped client in busy rooms for up to
+        ``max_resume_timeout``). Past it the session can no longer be resumed: a live stream
+        gets <policy-violation/> and, having lost resumability, ends when it closes; a
+        hibernating one (no stream to tell) ends now. Either way the unacknowledged
+        messages go to offline storage (``closed``)."""
+        if state.resume_id is not None:
+            self.resumable.pop(state.resume_id, None)
+            state.resume_id = None
+        if state.timer is not None and state.timer.active():
+            state.timer.cancel()
+            state.timer = None
+            self.log.info("{jid} hibernating with too many unacknowledged stanzas; ended",
+                          jid=str(state.session.jid))
+            self.host.end_session(state.session, "too many unacknowledged stanzas")
+        else:
+            state.session.close(StreamError("policy-violation", "too many unacknowledged stanzas"))
 
     def _ask(self, state: SMState) -> None:
         session = state.session

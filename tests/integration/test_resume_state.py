@@ -65,6 +65,14 @@ def pinging(backend: str, ca: CertAuthority, tmp_path_factory: pytest.TempPathFa
                     "ping": {"interval": 1.0, "timeout": 5.0}}})
 
 
+@pytest.fixture(scope="module")
+def tight(backend: str, ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[ServerProcess]:
+    """A server that keeps at most five unacknowledged stanzas per session."""
+    yield from start_server(tmp_path_factory.mktemp(f"tight-{backend}"), backend, ca, config={
+        "plugins": {"smacks": {"resume_timeout": 60.0, "ack_delay": 0.2, "max_unacked": 5}}})
+
+
 # -- the resumable client ------------------------------------------------------------------------
 async def sm_login(srv: ServerProcess, jid: str, resource: str = "r") -> RawStream:
     """Log in, bind ``resource`` and enable resumable stream management."""
@@ -386,6 +394,85 @@ def test_resuming_with_an_impossible_count_fails_cleanly(srv: ServerProcess) -> 
         assert gone.tag == q(NS_SM, "failed")
         assert gone.find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
         assert await third.eof()
+        await cc.close()
+        assert await new.eof()
+
+    run(body())
+
+
+def test_a_hibernating_session_cannot_hoard_past_the_unacknowledged_limit(
+        tight: ServerProcess) -> None:
+    """max_unacked bounds memory while the session hibernates too: past it the session
+    ends (it can no longer be resumed, as a live stream past it is closed) and every
+    message it held, and every later one, reaches the user from offline storage, once."""
+    srv = tight
+    a, _ = srv.new_user("hoard")
+    c, _ = srv.new_user("hoard")
+    sent = [f"m{i}" for i in range(8)]
+
+    def chat(e: ET.Element) -> bool:
+        return e.tag == C + "message" and (e.findtext(C + "body") or "") in sent
+
+    async def body() -> None:
+        cc = await connect(srv, c + "/x")
+        ra = await sm_login(srv, a)
+        await announce(ra)
+        await ra.ack()
+        bare = a.split("@")[0]
+        ra.kill()
+        await cc.plugin["xep_0199"].ping("localhost", timeout=10)
+        for text in sent:
+            cc.send_message(mto=a + "/r", mbody=text, mtype="chat")
+        await cc.plugin["xep_0199"].ping("localhost", timeout=10)  # all routed
+        new = await RawStream.open(srv.c2s_port)
+        await new.authenticate(str(srv.ca.ca_file), bare, srv.passwords[a])
+        previd = ra.previd  # type: ignore[attr-defined]
+        await new.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{ra.h}'/>")
+        failed = await new.read()
+        assert failed.tag == q(NS_SM, "failed"), ET.tostring(failed)
+        await new.bind("again")
+        await announce(new)
+        got = [(await new.read_until(chat)).findtext(C + "body") for _ in sent]
+        got += [e.findtext(C + "body") for e in await ping(new) if chat(e)]
+        assert sorted(got) == sent  # each exactly once
+        await cc.close()
+        assert await new.eof()
+
+    run(body())
+
+
+def test_a_live_stream_past_the_unacknowledged_limit_ends_its_session(
+        tight: ServerProcess) -> None:
+    """The same limit on a connected client: <policy-violation/>, and the session ends with
+    the stream instead of hibernating with its oversized queue; what it held arrives from
+    offline storage at the next login."""
+    srv = tight
+    a, _ = srv.new_user("flood")
+    c, _ = srv.new_user("flood")
+    sent = [f"m{i}" for i in range(8)]
+
+    def chat(e: ET.Element) -> bool:
+        return e.tag == C + "message" and (e.findtext(C + "body") or "") in sent
+
+    async def body() -> None:
+        cc = await connect(srv, c + "/x")
+        ra = await sm_login(srv, a)
+        await announce(ra)
+        await ra.ack()
+        for text in sent:
+            cc.send_message(mto=a + "/r", mbody=text, mtype="chat")
+        assert await ra.stream_error() == "policy-violation"
+        new = await RawStream.open(srv.c2s_port)
+        await new.authenticate(str(srv.ca.ca_file), a.split("@")[0], srv.passwords[a])
+        previd = ra.previd  # type: ignore[attr-defined]
+        await new.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{ra.h}'/>")
+        failed = await new.read()
+        assert failed.tag == q(NS_SM, "failed"), ET.tostring(failed)
+        await new.bind("again")
+        await announce(new)
+        got = [(await new.read_until(chat)).findtext(C + "body") for _ in sent]
+        got += [e.findtext(C + "body") for e in await ping(new) if chat(e)]
+        assert sorted(got) == sent
         await cc.close()
         assert await new.eof()
 
