@@ -15,10 +15,12 @@ import asyncio
 import base64
 import hashlib
 import secrets
+import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 
 import pytest
+import websockets
 
 from tests.conftest import start_server
 from tests.integration.test_cluster import Cluster
@@ -45,6 +47,9 @@ EVENT = PUBSUB + "#event"
 MUC = "http://jabber.org/protocol/muc"
 USER = MUC + "#user"
 PING = "urn:xmpp:ping"
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 
 Match = Callable[[ET.Element], bool]
 
@@ -475,6 +480,90 @@ def test_a_live_stream_past_the_unacknowledged_limit_ends_its_session(
         assert sorted(got) == sent
         await cc.close()
         assert await new.eof()
+
+    run(body())
+
+
+class WsSM:
+    """A stream-managed RFC 7395 client (what Converse.js is), counting what it handles."""
+
+    def __init__(self, conn: websockets.ClientConnection) -> None:
+        self.conn, self.h, self.counting = conn, 0, False
+
+    @classmethod
+    async def open(cls, srv: ServerProcess) -> WsSM:
+        ctx = ssl.create_default_context(cafile=str(srv.ca.ca_file))
+        ctx.check_hostname = False
+        conn = await websockets.connect(f"wss://127.0.0.1:{srv.https_port}/xmpp-websocket",
+                                        subprotocols=["xmpp"], ssl=ctx)
+        return cls(conn)
+
+    async def send(self, xml: str) -> None:
+        await self.conn.send(xml)
+
+    async def recv(self) -> ET.Element:
+        el = ET.fromstring(await asyncio.wait_for(self.conn.recv(), 10))
+        if self.counting and el.tag in (C + "iq", C + "presence", C + "message"):
+            self.h += 1
+        return el
+
+    async def recv_until(self, match: Match) -> ET.Element:
+        while not match(el := await self.recv()):
+            pass
+        return el
+
+    async def authenticate(self, jid: str, pw: str) -> None:
+        for step in range(2):
+            await self.send(f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>")
+            await self.recv_until(lambda e: e.tag.endswith("}features"))
+            if step == 0:
+                token = base64.b64encode(f"\0{jid.split('@')[0]}\0{pw}".encode()).decode()
+                await self.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+                assert (await self.recv()).tag == f"{{{SASL}}}success"
+
+
+def test_a_websocket_client_resumes_with_its_roster_interest(srv: ServerProcess) -> None:
+    """The issue's client: Converse.js over WebSocket, cut off and resumed on a new
+    WebSocket; the mutual subscription that follows still reaches it as roster pushes."""
+    a, _ = srv.new_user("wsr")
+    b, _ = srv.new_user("wsr")
+
+    async def body() -> None:
+        cb = await connect(srv, b + "/x")
+        await cb.get_roster()
+        ws = await WsSM.open(srv)
+        await ws.authenticate(a, srv.passwords[a])
+        await ws.send(f"<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{BIND}'>"
+                      "<resource>web</resource></bind></iq>")
+        await ws.recv()
+        await ws.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+        enabled = await ws.recv()
+        assert enabled.tag == q(NS_SM, "enabled"), ET.tostring(enabled)
+        ws.counting = True
+        await ws.send(f"<iq xmlns='jabber:client' type='get' id='r1'><query xmlns='{ROSTER}'/>"
+                      "</iq>")
+        await ws.recv_until(lambda e: e.get("id") == "r1")
+        await ws.send("<presence xmlns='jabber:client'/>")
+        await ws.send(f"<presence xmlns='jabber:client' type='subscribe' to='{b}'/>")
+        await ws.recv_until(roster_push(b, "none"))
+        await cb.next_presence(where=lambda p: p["type"] == "subscribe")
+        ws.conn.transport.abort()  # the TCP connection under the WebSocket dies
+        await cb.plugin["xep_0199"].ping("localhost", timeout=10)
+        again = await WsSM.open(srv)
+        await again.authenticate(a, srv.passwords[a])
+        await again.send(f"<resume xmlns='{NS_SM}' previd='{enabled.get('id')}' h='{ws.h}'/>")
+        resumed = await again.recv()
+        assert resumed.tag == q(NS_SM, "resumed"), ET.tostring(resumed)
+        again.counting, again.h = True, ws.h
+        cb.send_presence(pto=a, ptype="subscribed")
+        await again.recv_until(roster_push(b, "to"))
+        cb.send_presence(pto=a, ptype="subscribe")
+        await again.recv_until(lambda e: e.get("type") == "subscribe")
+        await again.send(f"<presence xmlns='jabber:client' type='subscribed' to='{b}'/>")
+        await again.recv_until(roster_push(b, "both"))
+        await again.send(f"<close xmlns='{FRAMING}'/>")
+        await again.recv_until(lambda e: e.tag == f"{{{FRAMING}}}close")
+        await cb.close()
 
     run(body())
 
