@@ -39,6 +39,7 @@ class Offline(Plugin):
 
     def setup(self) -> None:
         self._draining: set[str] = set()
+        self._again: set[str] = set()  # got a message while their queue was being drained
         self.host.on(H.MESSAGE_UNDELIVERED, self.store, priority=-10)
         self.host.on(H.SESSION_AVAILABLE, self.drain)
 
@@ -55,7 +56,11 @@ class Offline(Plugin):
         # their new session read the queue): deliver now rather than at the next login.
         await self.host.refresh_sessions(user)  # on any node of a cluster
         ready = [x for x in self.host.available_sessions(user) if x.priority >= 0]
-        if ready and user.bare_str not in self._draining:
+        if ready and user.bare_str in self._draining:
+            # The running drain may have read the queue before this commit: it goes round
+            # once more rather than leave the message until the next login.
+            self._again.add(user.bare_str)
+        elif ready:
             self.host.track(Deferred.fromCoroutine(self.drain(H.SessionEvent(ready[0]))))
         return True
 
@@ -75,11 +80,17 @@ class Offline(Plugin):
         user = session.jid.bare
         if user.bare_str in self._draining:
             return
-        self._draining.add(user.bare_str)
+        key = user.bare_str
+        self._draining.add(key)
         try:
-            await self._drain(session, user)
+            while True:
+                self._again.discard(key)
+                await self._drain(session, user)
+                if key not in self._again or session.data.get("ended"):
+                    break
         finally:
-            self._draining.discard(user.bare_str)
+            self._draining.discard(key)
+            self._again.discard(key)
 
     async def _drain(self, session: Session, user: JID) -> None:
         while True:

@@ -133,21 +133,32 @@ class StreamManagement(Plugin):
 
     def _ack(self, session: Session, state: SMState, h_attr: str | None) -> bool:
         """Drop acknowledged stanzas; an impossible h ends the stream (§4, §3.2)."""
+        problem = self._bad_h(state, h_attr)
+        if problem is not None:
+            session.close(StreamError("undefined-condition", problem))
+            return False
+        self._acked(state, h_attr)
+        return True
+
+    @staticmethod
+    def _bad_h(state: SMState, h_attr: str | None) -> str | None:
+        """Why ``h_attr`` cannot acknowledge what ``state`` sent, or None if it can."""
         try:
             h = int(h_attr or "")
         except ValueError:
-            session.close(StreamError("undefined-condition", "h is not a number"))
-            return False
+            return "h is not a number"
         newly = (h - state.acked) % MOD
         outstanding = (state.sent - state.acked) % MOD
         if h < 0 or h >= MOD or newly > outstanding:
-            err = StreamError("undefined-condition", f"h={h} but only {state.sent} sent")
-            session.close(err)
-            return False
-        for _ in range(newly):
+            return f"h={h} but only {state.sent} sent"
+        return None
+
+    @staticmethod
+    def _acked(state: SMState, h_attr: str | None) -> None:
+        h = int(h_attr or "")
+        for _ in range((h - state.acked) % MOD):
             state.queue.popleft()
         state.acked = h
-        return True
 
     # -- outbound counting ----------------------------------------------------------------------
     def deliver(self, ev: H.DeliverEvent) -> bool:
@@ -157,10 +168,29 @@ class StreamManagement(Plugin):
         state.queue.append(ev.stanza)
         state.sent = (state.sent + 1) % MOD
         if len(state.queue) > self.options.max_unacked:
-            ev.session.close(StreamError("policy-violation", "too many unacknowledged stanzas"))
+            self._overflow(state)
         elif state.ack_timer is None or not state.ack_timer.active():
             state.ack_timer = self.host.clock.callLater(self.options.ack_delay, self._ask, state)
         return False
+
+    def _overflow(self, state: SMState) -> None:
+        """``max_unacked`` bounds what a client that does not acknowledge makes us keep, also
+        while its session hibernates (a dropped client in busy rooms for up to
+        ``max_resume_timeout``). Past it the session can no longer be resumed: a live stream
+        gets <policy-violation/> and, having lost resumability, ends when it closes; a
+        hibernating one (no stream to tell) ends now. Either way the unacknowledged
+        messages go to offline storage (``closed``)."""
+        if state.resume_id is not None:
+            self.resumable.pop(state.resume_id, None)
+            state.resume_id = None
+        if state.timer is not None and state.timer.active():
+            state.timer.cancel()
+            state.timer = None
+            self.log.info("{jid} hibernating with too many unacknowledged stanzas; ended",
+                          jid=str(state.session.jid))
+            self.host.end_session(state.session, "too many unacknowledged stanzas")
+        else:
+            state.session.close(StreamError("policy-violation", "too many unacknowledged stanzas"))
 
     def _ask(self, state: SMState) -> None:
         session = state.session
@@ -191,8 +221,19 @@ class StreamManagement(Plugin):
                 or session.jid is not None or old.data.get("ended")):
             self._failed(session, "item-not-found")  # §5: unknown, expired or not yours
             return
-        if not self._ack(old, state, el.getAttribute("h")):
+        problem = self._bad_h(state, el.getAttribute("h"))
+        if problem is not None:
+            # §6: an error about <resume/> is a <failed/> on the stream that sent it (the old
+            # connection is gone; closing it answered nobody and left the client waiting).
+            # The session cannot continue with a count the client got wrong: it ends, and what
+            # it never acknowledged goes to offline storage for the resource it binds next.
+            self.log.info("{jid} resumed with {problem}; session ended", jid=str(old.jid),
+                          problem=problem)
+            self._failed(session, "undefined-condition", state.handled())
+            self.host.end_session(old, "resumed with a bad count")
+            old.close(StreamError("undefined-condition", problem))  # if it was still open
             return
+        self._acked(state, el.getAttribute("h"))
         if state.timer is not None and state.timer.active():
             state.timer.cancel()
         state.timer = None

@@ -57,6 +57,7 @@ class C2SSession(OrderedXmlStream):
         self.clean_close = False
         self.stanzas_in = 0  # stanzas handled since binding (XEP-0198 counts from this)
         self.superseded = False  # a resumed stream took this session over (XEP-0198)
+        self.successor: C2SSession | None = None  # ... namely this one (see adopt)
 
     # -- connection lifecycle ------------------------------------------------------------------
     def connectionMade(self) -> None:  # noqa: N802
@@ -98,6 +99,9 @@ class C2SSession(OrderedXmlStream):
 
     def close(self, error: StreamError | None = None) -> None:
         """Session API: end the stream (with an error if given)."""
+        if self.successor is not None:
+            self.successor.close(error)  # resumed elsewhere (see adopt)
+            return
         if error is not None:
             self.stream_error(error)
         else:
@@ -350,12 +354,19 @@ class C2SSession(OrderedXmlStream):
             self.stream_error(StreamError("unsupported-stanza-type"))
 
     def adopt(self, old: C2SSession) -> None:
-        """Become ``old`` (XEP-0198 resumption): same JID, presence and plugin state."""
+        """Become ``old`` (XEP-0198 resumption): same JID, presence and plugin state.
+
+        Whatever still holds the old object (a handler that was waiting on storage when the
+        connection dropped, the offline drain, a pending ping) keeps talking to the session:
+        its send/send_raw/close go on to this stream, as XEP-0198 §5 resumes "the previous
+        session state" rather than starting a new one. Nothing written to the dead
+        connection is lost unnoticed."""
         self.jid, self.jid_str = old.jid, old.jid_str
         self.available, self.priority, self.presence = old.available, old.priority, old.presence
         self.data = old.data
         self.lang = old.lang or self.lang
         old.superseded = True
+        old.successor = self
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         self._handshake_timer = None
@@ -363,6 +374,9 @@ class C2SSession(OrderedXmlStream):
     # -- output -----------------------------------------------------------------------------------
     def send(self, stanza: Element) -> None:
         """Session API: deliver a stanza to this client (hooks may count or hold it)."""
+        if self.successor is not None:
+            self.successor.send(stanza)  # resumed elsewhere (see adopt)
+            return
         host = self.server.hosts.get(self.host)
         if host is not None and host.hooks.has(H.STANZA_DELIVER) and host.hooks.fire_sync(
                 H.STANZA_DELIVER, H.DeliverEvent(self, stanza)):
@@ -371,6 +385,9 @@ class C2SSession(OrderedXmlStream):
         self.write(self.stanza_xml(stanza))
 
     def send_raw(self, data: str) -> None:
+        if self.successor is not None:
+            self.successor.send_raw(data)
+            return
         self.write(data)
 
 
