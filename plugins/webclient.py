@@ -44,10 +44,22 @@ class Options:
 # request is approved, no subscription request goes back, and the contact stays one-way ("from")
 # although the dialog reports success. This plugin makes the argument-less call (the dialog's,
 # and nothing else calls it so) ask for the subscription.
+#
+# Also: after it has resumed a session once (XEP-0198), Converse.js 14 never tries to resume
+# again in that tab, and the fresh sessions it opens instead skip the roster request while
+# its cache is marked current (src/headless/plugins/smacks/utils.js onWillReconnect,
+# plugins/roster/contacts.js fetchRosterContacts). Without the request the server sends it
+# no roster pushes (RFC 6121 §2.1.6: interested resources only), so subscription changes
+# never showed. The plugin asks for the roster on every reconnection that did not resume.
 COMPAT_PLUGIN = """converse.plugins.add('xmppd-compat', {
   dependencies: ['converse-roster'],
   initialize() {
-    const proto = this._converse.exports.RosterContact?.prototype;
+    const _converse = this._converse;
+    const api = _converse.api;
+    api.listen.on('reconnected', () => {
+      if (!api.connection.get().hasResumed()) _converse.state.roster?.fetchFromServer();
+    });
+    const proto = _converse.exports.RosterContact?.prototype;
     if (!proto || typeof proto.subscribeToPresence !== 'function') return;
     const listen = proto.subscribe;
     proto.subscribe = function (...args) {

@@ -25,6 +25,7 @@ def settings(options: dict[str, Any] | None = None,
     start = page.index("converse.initialize(") + len("converse.initialize(")
     out: dict[str, Any] = json.loads(page[start:page.index(");</script>", start)])
     assert "converse.plugins.add('xmppd-compat'" in page  # registered before initialize
+    assert "fetchFromServer" in page  # the roster asked for again on a fresh reconnection
     assert out["websocket_url"] == "wss://localhost:5281/xmpp-websocket"
     return out
 
