@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.words.xish.domish import Element
 
@@ -53,6 +54,12 @@ class SMState:
         return (self.in_offset + self.session.stanzas_in - self.in_base) % MOD
 
 
+def _failure(condition: str, h: int | None = None) -> Element:
+    failed = st.make("failed", NS, {"h": str(h)} if h is not None else None)
+    st.add(failed, condition, st.NS_STANZAS)
+    return failed
+
+
 class StreamManagement(Plugin):
     name = "smacks"
     specs = ("XEP-0198 1.6.1",)
@@ -65,6 +72,9 @@ class StreamManagement(Plugin):
         self.host.on(H.STANZA_DELIVER, self.deliver, priority=-100)
         self.host.on(H.SESSION_INTERRUPTED, self.interrupted)
         self.host.on(H.SESSION_CLOSED, self.closed, priority=100)
+        self.host.on(H.SASL2_FEATURES, self.sasl2_features)
+        self.host.on(H.SASL2_SUCCESS, self.sasl2_success)
+        self.host.on(H.BIND2_REQUEST, self.bind2)
 
     def teardown(self) -> None:
         for state in list(self.resumable.values()):
@@ -89,16 +99,19 @@ class StreamManagement(Plugin):
         return True
 
     def _failed(self, session: Session, condition: str, h: int | None = None) -> None:
-        attrs = {"h": str(h)} if h is not None else None
-        failed = st.make("failed", NS, attrs)
-        st.add(failed, condition, st.NS_STANZAS)
-        session.send_raw(st.serialize(failed))
+        session.send_raw(st.serialize(_failure(condition, h)))
 
     async def enable(self, session: Session, el: Element) -> None:
         """§3: after binding, once per stream."""
-        if session.jid is None or "sm" in session.data:
+        if session.jid is None:
             self._failed(session, "unexpected-request")
             return
+        session.send_raw(st.serialize(self._enable(session, el)))
+
+    def _enable(self, session: Session, el: Element) -> Element:
+        """Enable SM on the session; the <enabled/> (or <failed/>) to answer with."""
+        if "sm" in session.data:
+            return _failure("unexpected-request")
         resume = el.getAttribute("resume") in ("true", "1")
         timeout = self.options.resume_timeout
         if el.getAttribute("max"):
@@ -106,8 +119,7 @@ class StreamManagement(Plugin):
                 timeout = max(0.0, min(float(el.getAttribute("max", "")),
                                        self.options.max_resume_timeout))
             except ValueError:
-                self._failed(session, "bad-request")
-                return
+                return _failure("bad-request")
         rid = secrets.token_urlsafe(18) if resume else None
         state = SMState(session, rid, timeout, in_base=getattr(session, "stanzas_in", 0))
         session.data["sm"] = state
@@ -115,7 +127,30 @@ class StreamManagement(Plugin):
         if rid is not None:
             self.resumable[rid] = state
             attrs = {"id": rid, "resume": "true", "max": str(int(timeout))}
-        session.send_raw(st.serialize(st.make("enabled", NS, attrs)))
+        return st.make("enabled", NS, attrs)
+
+    # -- SASL2 and Bind 2 (XEP-0388, XEP-0386 §3.2) ------------------------------------------
+    def sasl2_features(self, ev: H.Sasl2FeaturesEvent) -> None:
+        st.add(ev.inline, "sm", NS)  # <resume/> inline in <authenticate/>
+        st.add(ev.bind_inline, "feature", ev.bind_inline.uri, attrs={"var": NS})
+
+    async def sasl2_success(self, ev: H.InlineEvent) -> bool:
+        """A <resume/> in the SASL2 request: <resumed/> (or <failed/>) goes into <success/>,
+        the unacknowledged stanzas after it."""
+        el = st.child(ev.request, "resume", NS)
+        if el is not None:
+            answer, again = self._resume(ev.session, el)
+            st.append(ev.response, answer)
+            if again:
+                ev.after.append(lambda: self._send_again(ev.session, again))
+        return False
+
+    async def bind2(self, ev: H.InlineEvent) -> bool:
+        """<enable/> in a Bind 2 request: its <enabled/> goes into <bound/>."""
+        el = st.child(ev.request, "enable", NS)
+        if el is not None:
+            st.append(ev.response, self._enable(ev.session, el))
+        return False
 
     async def request(self, session: Session, el: Element) -> None:
         state: SMState | None = session.data.get("sm")
@@ -213,14 +248,27 @@ class StreamManagement(Plugin):
         self.host.end_session(state.session, "resumption timeout")
 
     async def resume(self, session: Session, el: Element) -> None:
+        answer, again = self._resume(session, el)
+        session.send_raw(st.serialize(answer))
+        self._send_again(session, again)
+
+    def _send_again(self, session: Session, stanzas: list[Element]) -> None:
+        """The stanzas the client never acknowledged, in the framing of the new stream (a
+        WebSocket message declares its namespace, RFC 7395 §3.3.3)."""
+        frame = getattr(session, "stanza_xml", st.serialize)
+        for stanza in stanzas:
+            session.send_raw(frame(stanza))
+
+    def _resume(self, session: Session, el: Element) -> tuple[Element, list[Element]]:
+        """§5: take over the hibernated session; (<resumed/> or <failed/>, what to send
+        again)."""
         rid = el.getAttribute("previd", "")
         state = self.resumable.get(rid)
         user = f"{getattr(session, 'username', '')}@{session.host}"
         old = state.session if state is not None else None
         if (state is None or old is None or old.jid is None or old.jid.bare_str != user
                 or session.jid is not None or old.data.get("ended")):
-            self._failed(session, "item-not-found")  # §5: unknown, expired or not yours
-            return
+            return _failure("item-not-found"), []  # §5: unknown, expired or not yours
         problem = self._bad_h(state, el.getAttribute("h"))
         if problem is not None:
             # §6: an error about <resume/> is a <failed/> on the stream that sent it (the old
@@ -229,10 +277,10 @@ class StreamManagement(Plugin):
             # it never acknowledged goes to offline storage for the resource it binds next.
             self.log.info("{jid} resumed with {problem}; session ended", jid=str(old.jid),
                           problem=problem)
-            self._failed(session, "undefined-condition", state.handled())
+            answer = _failure("undefined-condition", state.handled())
             self.host.end_session(old, "resumed with a bad count")
             old.close(StreamError("undefined-condition", problem))  # if it was still open
-            return
+            return answer, []
         self._acked(state, el.getAttribute("h"))
         if state.timer is not None and state.timer.active():
             state.timer.cancel()
@@ -241,14 +289,12 @@ class StreamManagement(Plugin):
         state.in_base = 0
         self.host.takeover(old, session)
         state.session = session
-        session.send_raw(
-            f"<resumed xmlns='{NS}' previd='{rid}' h='{state.in_offset}'/>")
-        for stanza in list(state.queue):
-            session.send_raw(st.serialize(stanza))
         if state.queue:
             state.ack_timer = self.host.clock.callLater(self.options.ack_delay, self._ask, state)
         self.log.info("{jid} resumed; {n} stanzas sent again", jid=str(session.jid),
                       n=len(state.queue))
+        resumed = st.make("resumed", NS, {"previd": rid, "h": str(state.in_offset)})
+        return resumed, list(state.queue)
 
     async def closed(self, ev: H.SessionEvent) -> None:
         """The session is over for good: what the client never acknowledged is not lost."""
@@ -262,8 +308,14 @@ class StreamManagement(Plugin):
                 t.cancel()
         pending, state.queue = list(state.queue), deque()
         user = ev.session.jid.bare_str if ev.session.jid is not None else ""
-        for stanza in pending:
-            await self._rescue(stanza, user)
+        # Every rescue starts now, in order, before this handler first waits: each reaches
+        # offline storage's ordered writer (storage/batch.py) before any message routed to
+        # the user after it went offline can (awaiting them one by one let new messages
+        # interleave with the rescued ones under load).
+        rescues = [Deferred.fromCoroutine(self._rescue(stanza, user)) for stanza in pending]
+        for outcome in await DeferredList(rescues, consumeErrors=True):
+            if not outcome[0]:
+                self.log.failure("rescuing an unacknowledged stanza failed", outcome[1])
 
     async def _rescue(self, stanza: Element, user: str) -> None:
         """Unacknowledged message -> offline storage (not the archive); IQ -> error.

@@ -155,9 +155,9 @@ class Sasl2Exchange:
         elif s.jid is not None:
             ident.children = [s.jid_str]  # resumed
         s.write(st.serialize(success))
+        s.send_features()  # §2.6.1: the features follow <success/> at once
         for after in event.after:
             after()
-        s.send_features()
         if bound:
             s.server.session_bound(s)
 

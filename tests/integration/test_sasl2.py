@@ -238,3 +238,54 @@ def test_sasl2_requires_tls(srv: ServerProcess) -> None:
     c.send(f"<authenticate xmlns='{SASL2}' mechanism='SCRAM-SHA-256'/>")
     assert failure(c.next()) == "encryption-required"
     c.close()
+
+
+SM = "urn:xmpp:sm:3"
+
+
+def test_bind2_enables_stream_management_inline(srv: ServerProcess) -> None:
+    jid, pw = srv.new_user("sm2")
+    c = Client(srv)
+    success = scram2(c, jid.split("@")[0], pw,
+                     f"<bind xmlns='{BIND2}'><enable xmlns='{SM}' resume='true'/></bind>")
+    enabled = success.find(f"{q(BIND2, 'bound')}/{q(SM, 'enabled')}")
+    assert enabled is not None and enabled.get("id") and enabled.get("resume") == "true"
+    c.next()  # features
+    c.send(f"<r xmlns='{SM}'/>")
+    assert c.next().tag == q(SM, "a")  # counting from the bind
+    c.close()
+
+
+def test_sasl2_resumes_a_hibernated_session_inline(srv: ServerProcess) -> None:
+    """XEP-0386 §3.2: a <resume/> in <authenticate/> is processed first; resumed, the
+    session is not bound again, <resumed/> is in <success/>, and the stanzas the client
+    never acknowledged follow it."""
+    jid, pw = srv.new_user("res2")
+    user = jid.split("@")[0]
+    first = Client(srv)
+    success = scram2(first, user, pw, f"<bind xmlns='{BIND2}'><tag>t</tag>"
+                                      f"<enable xmlns='{SM}' resume='true'/></bind>")
+    full = success.findtext(q(SASL2, "authorization-identifier"))
+    previd = success.find(f"{q(BIND2, 'bound')}/{q(SM, 'enabled')}").get("id")  # type: ignore[union-attr]
+    first.next()
+    first.sock.shutdown(2)  # the network goes away: no closing tag
+    first.close()
+    other, opw = srv.new_user("res2o")
+    sender = Client(srv)
+    scram2(sender, other.split("@")[0], opw, f"<bind xmlns='{BIND2}'/>")
+    sender.next()
+    sender.send(f"<message to='{full}' type='chat' id='m1'><body>while away</body></message>")
+    sender.send("<iq type='get' id='b'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while sender.next().get("id") != "b":
+        pass  # routed to the hibernating session
+    again = Client(srv)
+    success = scram2(again, user, pw, f"<resume xmlns='{SM}' previd='{previd}' h='0'/>"
+                                      f"<bind xmlns='{BIND2}'/>")
+    assert success.find(q(SM, "resumed")) is not None, ET.tostring(success)
+    assert success.find(q(BIND2, "bound")) is None  # not bound again
+    assert success.findtext(q(SASL2, "authorization-identifier")) == full
+    assert again.next().tag == q(STREAMS, "features")  # XEP-0388 §2.6.1: right after
+    msg = again.next()
+    assert msg.findtext("{jabber:client}body") == "while away"
+    again.close()
+    sender.close()
