@@ -97,8 +97,14 @@ class Offline(Plugin):
             batch = await self.host.storage.offline.fetch(user.domain, user.local, 500)
             if not batch or session.data.get("ended"):
                 return
+            from_archive = bool(session.data.get("bind2"))
             for m in batch:
                 el = parse_fragment(m.stanza)
+                if from_archive and _archived(el, user.bare_str):
+                    # XEP-0386 §3.2: a Bind 2 client synchronises from the archive (its
+                    # <bound/> carried the metadata), so what the archive holds is cleared
+                    # here without being sent; what it does not hold is still delivered.
+                    continue
                 st.stamp_delay(el, self.host.domain, format_datetime(m.created, True),
                                "Offline Storage")
                 session.send(el)
@@ -106,3 +112,10 @@ class Offline(Plugin):
                                                    [m.id for m in batch])
             if len(batch) < 500:
                 return
+
+
+def _archived(stanza: Element, owner: str) -> bool:
+    """The user's archive holds this message: its XEP-0359 stanza-id by the user's own bare
+    JID was added when it was archived (plugins/mam)."""
+    return any(c.getAttribute("by") == owner
+               for c in st.children(stanza, "stanza-id", "urn:xmpp:sid:0"))

@@ -289,3 +289,31 @@ def test_sasl2_resumes_a_hibernated_session_inline(srv: ServerProcess) -> None:
     assert msg.findtext("{jabber:client}body") == "while away"
     again.close()
     sender.close()
+
+
+def test_bind2_clears_offline_messages_the_archive_holds(srv: ServerProcess) -> None:
+    """XEP-0386 §3.2: a Bind 2 client gets the archive's metadata instead of the offline
+    queue; what the archive holds is cleared without being sent."""
+    rcpt, rpw = srv.new_user("offb2")
+    sender, spw = srv.new_user("offb2s")
+    s = Client(srv)
+    scram2(s, sender.split("@")[0], spw, f"<bind xmlns='{BIND2}'/>")
+    s.next()
+    s.send(f"<message to='{rcpt}' type='chat' id='o1'><body>stored</body></message>")
+    s.send("<iq type='get' id='b'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while s.next().get("id") != "b":
+        pass
+    c = Client(srv)
+    success = scram2(c, rcpt.split("@")[0], rpw, f"<bind xmlns='{BIND2}'/>")
+    end = success.find(f"{q(BIND2, 'bound')}/{q(MAM, 'metadata')}/{q(MAM, 'end')}")
+    assert end is not None and end.get("id")  # the archive has it
+    c.next()
+    c.send("<presence/>")
+    c.send("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while True:
+        el = c.next()
+        assert el.tag != "{jabber:client}message", ET.tostring(el)
+        if el.get("id") == "p":
+            break
+    c.close()
+    s.close()
