@@ -74,6 +74,7 @@ class HashedToken(Mechanism):
         self.fast = fast
         self.clock = clock
         self.token: FastToken | None = None  # the one that authenticated
+        self.older = False  # the client has tokens expiring before that one (to retire)
         self.username = ""
 
     async def start(self, initial: bytes | None) -> SaslStep:
@@ -104,6 +105,7 @@ class HashedToken(Mechanism):
                 # XEP-0484 §3.3: a count not above the last one processed is a replay
                 raise SASLFailure("not-authorized", "replayed token")
             self.token, self.username = token, username
+            self.older = any(t.expiry < token.expiry for t in tokens)
             return SaslStep(success=True, username=username,
                             data=hmac.digest(key, b"Responder" + cb, self.hash))
         raise SASLFailure("not-authorized")

@@ -214,7 +214,10 @@ class Sasl2Exchange:
                 await store.revoke(s.host, s.username, self.client, used.token)
             else:
                 count = fast.count if fast.count is not None else used.count
-                await store.used(s.host, s.username, self.client, used, count)
+                if count != used.count or mechanism.older:
+                    # Written only when something changes: most FAST logins use the one
+                    # token the client has, without a count (no TLS 0-RTT offered).
+                    await store.used(s.host, s.username, self.client, used, count)
                 if used.expiry - now < cfg.fast_token_ttl / 2:
                     issue_for = used.mechanism
         request = st.child(self.request, "request-token", NS_FAST)
