@@ -16,13 +16,14 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from bench.scenarios import chat, connect, muc, store, users
+from bench.scenarios import chat, connect, muc, reconnect, store, users
 from bench.xmpp import MECHANISMS, ClientConfig
 
 Scenario = Callable[[argparse.Namespace, ClientConfig], Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
     "idle": connect.idle,
     "login": connect.login,
+    "reconnect": reconnect.reconnect,
     "pairs": chat.pairs,
     "muc": muc.muc,
     "offline": store.offline,
@@ -70,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("login", parents=[common], help="logins per second")
     s.add_argument("--users", type=int, default=200, help="accounts cycled through")
+    _timed(s, duration=10.0)
+
+    s = sub.add_parser("reconnect", parents=[common],
+                       help="reconnections (TCP+TLS+auth+bind): legacy, SASL2 or FAST")
+    s.add_argument("--auth", choices=("legacy", "sasl2", "fast"), default="fast")
     _timed(s, duration=10.0)
 
     s = sub.add_parser("pairs", parents=[common], help="one-to-one chat")
