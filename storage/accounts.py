@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 _EXISTS = select(accounts.c.username).where(
     accounts.c.host == bindparam("host"), accounts.c.username == bindparam("username"))
 _CREDENTIALS = select(credentials.c.mechanism, credentials.c.salt, credentials.c.iterations,
-                      credentials.c.stored_key, credentials.c.server_key).where(
+                      credentials.c.stored_key, credentials.c.server_key,
+                      accounts.c.disabled).join(accounts, (
+                          accounts.c.host == credentials.c.host)
+                          & (accounts.c.username == credentials.c.username)).where(
     credentials.c.host == bindparam("host"), credentials.c.username == bindparam("username"))
-# Every successful login asks this once (RFC 6120 §6.5.1 <account-disabled/>).
-_DISABLED = select(accounts.c.disabled).where(
-    accounts.c.host == bindparam("host"), accounts.c.username == bindparam("username"))
 _LOGIN = update(accounts).where(
     accounts.c.host == bindparam("h"), accounts.c.username == bindparam("u")).values(
     last_login=bindparam("t"))
@@ -79,8 +79,9 @@ class AccountStore:
 
         def q(conn: Connection) -> dict[str, Credentials]:
             rows = conn.execute(_CREDENTIALS, {"host": host, "username": username}).all()
-            return {m: Credentials(m, bytes(salt), iterations, bytes(stored), bytes(server))
-                    for m, salt, iterations, stored, server in rows}
+            return {m: Credentials(m, bytes(salt), iterations, bytes(stored), bytes(server),
+                                   bool(disabled))
+                    for m, salt, iterations, stored, server, disabled in rows}
 
         return self.db.lookup(q)
 
@@ -137,14 +138,6 @@ class AccountStore:
                                None if row.last_login is None else int(row.last_login))
 
         return self.db.read(q)
-
-    def is_disabled(self, host: str, username: str) -> Deferred[bool]:
-        """True only for an existing, disabled account."""
-        def q(conn: Connection) -> bool:
-            row = conn.execute(_DISABLED, {"host": host, "username": username}).first()
-            return row is not None and bool(row.disabled)
-
-        return self.db.lookup(q)
 
     def set_disabled(self, host: str, username: str, disabled: bool) -> Deferred[bool]:
         """False if there is no such account (then nothing changed)."""

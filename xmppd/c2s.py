@@ -279,6 +279,14 @@ class C2SSession(OrderedXmlStream):
             data = base64.b64encode(step.challenge).decode() if step.challenge else ""
             self.write(f"<challenge xmlns='{st.NS_SASL}'>{data}</challenge>")
             return
+        if step.disabled:
+            # RFC 6120 §6.5.1 <account-disabled/>, told only once the credentials proved
+            # right: a wrong password fails as not-authorized and tells nothing about the
+            # account. Neither a failed guess nor a login for the brute-force guard.
+            if self._sasl is not None and self._sasl.attempt is not None:
+                self._sasl.attempt.abandoned()
+            await self._sasl_failed(SASLFailure("account-disabled"))
+            return
         mech = self._sasl.name if self._sasl else "?"
         if self._sasl is not None and self._sasl.attempt is not None:
             self._sasl.attempt.succeeded()
