@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "private", "last", "caps", "muc",
     "upload", "extdisco",
     "pep",
+    "adhoc", "admin",
 )
 
 
