@@ -112,6 +112,7 @@ class AdHoc(Plugin):
     def setup(self) -> None:
         self.commands: dict[str, Command] = {}
         self.aliases: dict[str, str] = {}
+        self.unsupported: set[str] = set()  # known nodes not offered: feature-not-implemented
         self.sessions: dict[str, CommandSession] = {}
         self.ended: OrderedDict[str, None] = OrderedDict()
         self.host.iq("set", NS, "command", self.execute)
@@ -183,6 +184,8 @@ class AdHoc(Plugin):
             raise StanzaError("bad-request", text="the command has no node")
         command = self._command(node)
         if command is None:
+            if node in self.unsupported:  # XEP-0133 §5: a defined command not supported
+                raise StanzaError("feature-not-implemented", text="this command is not offered")
             raise StanzaError("item-not-found", text="no such command")
         requester = req.from_
         if requester is None or not await command.allowed(requester):

@@ -31,6 +31,11 @@ from xmppd.errors import STANZA_CONDITIONS, StanzaError
 from xmppd.jid import JID
 from xmppd.plugin import Plugin
 
+# XEP-0133 §4.6, §4.11, §4.12: answered feature-not-implemented (§5), not item-not-found.
+NOT_OFFERED = ("get-user-password", "edit-blacklist", "add-to-blacklist-in",
+               "add-to-blacklist-out", "edit-whitelist", "add-to-whitelist",
+               "add-to-whitelist-in", "add-to-whitelist-out")
+
 
 def stanza_error(err: ops.OpError) -> StanzaError:
     """A field at fault is XEP-0050 bad-payload (an unknown account in a list included);
@@ -86,6 +91,7 @@ class Admin(Plugin):
         for op in ops.operations():
             if op.node is not None:
                 self.adhoc.add_command(OpCommand(self, op), op.aliases)
+        self.adhoc.unsupported.update(f"{ops.NS_ADMIN}#{name}" for name in NOT_OFFERED)
         self.host.on(H.SESSION_AVAILABLE, self.motd)
         self.host.on(H.ACCOUNT_CREATED, self.welcome)
 
@@ -93,6 +99,7 @@ class Admin(Plugin):
         for op in ops.operations():
             if op.node is not None:
                 self.adhoc.remove_command(op.node)
+        self.adhoc.unsupported.difference_update(f"{ops.NS_ADMIN}#{name}" for name in NOT_OFFERED)
 
     async def motd(self, ev: H.SessionEvent) -> None:
         """XEP-0133 §4.24: at login, unless the user had this message of the day."""

@@ -461,6 +461,9 @@ def test_multi_stage_cancel_and_protocol_errors(srv: ServerProcess, boss: str) -
         with pytest.raises(IqError) as exc:
             await send(a, "no-such-command")
         assert error(exc.value)[0] == "item-not-found"
+        with pytest.raises(IqError) as exc:  # XEP-0133 §5: defined, not supported
+            await send(a, "get-user-password")
+        assert error(exc.value)[0] == "feature-not-implemented"
         iq = a.make_iq_set(ito="localhost")
         cmd = ET.SubElement(iq.xml, f"{{{NS_COMMANDS}}}command",
                             node=adhoc.node("get-registered-users-num"))
