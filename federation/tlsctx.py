@@ -59,14 +59,25 @@ class S2SContexts:
     def __init__(self, cfg: ServerConfig, certs: CertStore) -> None:
         self.cfg = cfg
         self.certs = certs
-        self.server: dict[str, SSL.Context] = {}
         self._client: dict[str, SSL.Context] = {}
-        for domain, paths in certs.paths.items():
+        self.server = self._server_contexts()
+        self.factory = ContextFactory(self.server, next(iter(self.server)))
+
+    def _server_contexts(self) -> dict[str, SSL.Context]:
+        out = {}
+        for domain, paths in self.certs.paths.items():
             ctx = self._base(paths)
             ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _accept_any)
             ctx.set_alpn_select_callback(_select_alpn)
-            self.server[domain] = ctx
-        self.factory = ContextFactory(self.server, next(iter(self.server)))
+            out[domain] = ctx
+        return out
+
+    def reload(self, cfg: ServerConfig) -> None:
+        """The CertStore has read the certificates again: new streams use them."""
+        self.cfg = cfg
+        contexts = self._server_contexts()
+        self._client.clear()
+        self.factory.replace(contexts)  # self.server is the factory's dict
 
     def _base(self, paths: CertPaths) -> SSL.Context:
         tls = self.cfg.tls

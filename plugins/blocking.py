@@ -83,6 +83,7 @@ class Blocking(Plugin):
     features = (NS,)
     depends = ("roster", "presence")
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         # bare JID -> blocklist (users online); another node's change reloads it in place,

@@ -26,6 +26,7 @@ class ClientState(Plugin):
     name = "csi"
     specs = ("XEP-0352 1.0.0",)
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.host.on(H.STREAM_FEATURES, self.features_)

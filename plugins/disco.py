@@ -6,7 +6,9 @@ feature that is not running.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from twisted.words.xish.domish import Element
 
@@ -17,6 +19,9 @@ from xmppd.plugin import Plugin
 
 NS_INFO = "http://jabber.org/protocol/disco#info"
 NS_ITEMS = "http://jabber.org/protocol/disco#items"
+
+# (request, node) -> the <query/> answer for a node the handler owns, None for any other.
+NodeHandler = Callable[[IqRequest, str], "Awaitable[Element | None] | Element | None"]
 
 
 class Disco(Plugin):
@@ -34,6 +39,7 @@ class Disco(Plugin):
         self.items: list[tuple[str, str]] = []
         self.extensions: list[Element] = []
         self.info_nodes: list[Callable[[str], Element | None]] = []
+        self.nodes: dict[str, list[NodeHandler]] = {"info": [], "items": []}
 
     def add_item(self, jid: str, name: str = "") -> None:
         """Advertise a service (conference.<domain>, upload.<domain>) in disco#items."""
@@ -56,6 +62,25 @@ class Disco(Plugin):
         if handler in self.info_nodes:
             self.info_nodes.remove(handler)
 
+    def add_node(self, kind: str, handler: NodeHandler) -> None:
+        """Answer disco#info (``kind`` "info") or disco#items ("items") for nodes of the
+        domain, knowing who asks (XEP-0050 command nodes); the handler may raise
+        StanzaError (forbidden)."""
+        self.nodes[kind].append(handler)
+
+    def remove_node(self, kind: str, handler: NodeHandler) -> None:
+        if handler in self.nodes[kind]:
+            self.nodes[kind].remove(handler)
+
+    async def _node(self, kind: str, req: IqRequest, node: str) -> Element | None:
+        for handler in self.nodes[kind]:
+            answer = handler(req, node)
+            found = await cast(Awaitable[Element | None], answer) \
+                if inspect.isawaitable(answer) else answer
+            if found is not None:
+                return found
+        return None
+
     def info(self) -> Element:
         """The server's disco#info query element (also used for XEP-0115 caps)."""
         q = st.make("query", NS_INFO)
@@ -70,18 +95,25 @@ class Disco(Plugin):
             st.append(q, st.copy(form))
         return q
 
-    def host_info(self, req: IqRequest) -> Element:
+    async def host_info(self, req: IqRequest) -> Element:
         node = req.payload.getAttribute("node")
         if node:
             for handler in self.info_nodes:
                 found = handler(node)
                 if found is not None:
                     return found
+            found = await self._node("info", req, node)
+            if found is not None:
+                return found
             raise StanzaError("item-not-found")
         return self.info()
 
-    def host_items(self, req: IqRequest) -> Element:
-        if req.payload.getAttribute("node"):
+    async def host_items(self, req: IqRequest) -> Element:
+        node = req.payload.getAttribute("node")
+        if node:
+            found = await self._node("items", req, node)
+            if found is not None:
+                return found
             raise StanzaError("item-not-found")
         q = st.make("query", NS_ITEMS)
         for jid, name in sorted(self.items):

@@ -36,6 +36,7 @@ class Offline(Plugin):
     specs = ("XEP-0160 1.0.1", "XEP-0203 2.0")
     features = (FEATURE,)
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self._draining: set[str] = set()

@@ -64,6 +64,7 @@ class Private(Plugin):
     specs = ("XEP-0049 1.2", "XEP-0048 1.2 (bookmarks in private XML storage)")
     features = (NS,)
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.listeners: list[PrivateListener] = []

@@ -64,6 +64,7 @@ class Register(Plugin):
              "XEP-0445 0.2.0 (invitation tokens from `xmppd invite`)")
     features = (NS,)  # §8: also tells clients that password change works in-band
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.created: dict[str, deque[float]] = {}  # IP address -> creation times
@@ -144,7 +145,7 @@ class Register(Plugin):
         if token and not await self.host.storage.invites.take(self.host.domain, token):
             raise StanzaError("forbidden", text="the invitation is used up")
         try:
-            if not await self.host.accounts.create(self.host.domain, local, password):
+            if not await self.host.create_account(local, password):
                 raise StanzaError("conflict", text="username taken")  # §3.1
         except (AccountError, StanzaError) as exc:
             if token:

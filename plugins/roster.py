@@ -56,6 +56,7 @@ class Roster(Plugin):
     name = "roster"
     specs = ("RFC 6121 (§2 roster, §2.6 versioning)",)
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.cache: UserCache[CachedRoster] = self.host.user_cache("roster")

@@ -59,6 +59,7 @@ class Search(Plugin):
     features = (NS,)
     identities = (("directory", "user", "User directory"),)
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.host.iq("get", NS, "query", self.get)

@@ -64,6 +64,7 @@ class StreamManagement(Plugin):
     name = "smacks"
     specs = ("XEP-0198 1.6.1",)
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.resumable: dict[str, SMState] = {}

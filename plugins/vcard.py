@@ -94,6 +94,7 @@ class VCard(Plugin):
     features = (NS,)
     account_features = (NS,)  # XEP-0054 §4: the server answers for its accounts
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.photos: dict[str, str | None] = {}  # bare JID -> photo hash, users with sessions

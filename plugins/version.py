@@ -25,6 +25,7 @@ class Version(Plugin):
     specs = ("XEP-0092 1.1",)
     features = (NS,)
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.host.iq("get", NS, "query", self.get)

@@ -34,6 +34,9 @@ class Credentials:
     iterations: int
     stored_key: bytes
     server_key: bytes
+    # The account is disabled (XEP-0133): read with the credentials, so a login asks the
+    # database once; a correct password then gets <account-disabled/> (RFC 6120 §6.5.1).
+    disabled: bool = False
 
 
 class Storage:

@@ -39,6 +39,10 @@ accounts = Table(
     Column("host", String(HOST), primary_key=True),
     Column("username", String(USER), primary_key=True),
     Column("created", BigInteger, nullable=False),  # unix seconds
+    # XEP-0133 disable-user: logins are refused (RFC 6120 §6.5.1 <account-disabled/>) and no
+    # data is removed; 0/1 rather than Boolean so every backend stores it alike.
+    Column("disabled", Integer, nullable=False, server_default="0"),
+    Column("last_login", BigInteger, nullable=True),  # unix seconds of the last resource bound
     **MYSQL,
 )
 

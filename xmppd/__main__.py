@@ -1,9 +1,9 @@
-"""Command line: ``xmppd run|adduser|passwd|deluser|users|cert|check``."""
+"""Command line: ``xmppd run|cert|check|features|invite`` and one subcommand per
+administrative operation (xmppd/ops.py; xmppd/cli.py builds and runs them)."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -19,18 +19,6 @@ def _config(args: argparse.Namespace) -> ServerConfig:
     if path is None and Path("xmppd.toml").exists():
         path = "xmppd.toml"
     return load(path)
-
-
-def _password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        pw = sys.stdin.readline().rstrip("\r\n")
-    else:
-        pw = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat: ") != pw:
-            raise SystemExit("error: passwords do not match")
-    if not pw:
-        raise SystemExit("error: empty password")
-    return pw
 
 
 def _react(fn: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
@@ -78,14 +66,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         from xmppd.reactor import install
 
         install()
+    import signal
+
     from twisted.internet import defer, reactor
 
     from xmppd import logs
     from xmppd.server import XmppServer
 
     logs.setup(cfg.log)
-    server = XmppServer(cfg, reactor)
+    path = args.config if args.config is not None or not Path("xmppd.toml").exists() \
+        else "xmppd.toml"
+    server = XmppServer(cfg, reactor, config_path=path)
     status = {"code": 0}
+
+    def hangup(_signum: int, _frame: Any) -> None:
+        # SIGHUP: what `xmppd reload` does (certificates, log level, ... see xmppd/reload.py).
+        reactor.callFromThread(  # type: ignore[attr-defined]
+            lambda: defer.Deferred.fromCoroutine(server.reload()))
+
+    signal.signal(signal.SIGHUP, hangup)
 
     async def start() -> None:
         try:
@@ -103,109 +102,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.Deferred.fromCoroutine(server.stop()))
     reactor.run()
+    if server.restart_requested and status["code"] == 0:
+        # XEP-0133 restart: the same command again, in this process (same pid, so a service
+        # manager sees no exit); sockets and files are not inherited (close-on-exec).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "xmppd", *args.argv])
     return status["code"]
-
-
-def cmd_adduser(args: argparse.Namespace) -> int:
-    from xmppd.accounts import AccountError, Accounts, split_user
-
-    cfg = _config(args)
-    host, user = split_user(args.jid)
-    if host not in cfg.hosts:
-        raise SystemExit(f"error: {host} is not a host in the configuration")
-    password = _password(args)
-
-    async def run(_reactor: Any) -> int:
-        accounts = Accounts(_storage(cfg), cfg.auth.iteration_count)
-        try:
-            created = await accounts.create(host, user, password)
-        except AccountError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        if not created:
-            print(f"error: {user}@{host} already exists", file=sys.stderr)
-            return 1
-        print(f"created {user}@{host}")
-        return 0
-
-    return _react(run)
-
-
-def cmd_passwd(args: argparse.Namespace) -> int:
-    from xmppd.accounts import AccountError, Accounts, split_user
-
-    cfg = _config(args)
-    host, user = split_user(args.jid)
-    password = _password(args)
-
-    async def run(_reactor: Any) -> int:
-        accounts = Accounts(_storage(cfg), cfg.auth.iteration_count)
-        try:
-            ok = await accounts.set_password(host, user, password)
-        except AccountError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        if not ok:
-            print(f"error: no such user {user}@{host}", file=sys.stderr)
-            return 1
-        print(f"password changed for {user}@{host}")
-        return 0
-
-    return _react(run)
-
-
-def cmd_deluser(args: argparse.Namespace) -> int:
-    from xmppd.accounts import split_user
-
-    cfg = _config(args)
-    host, user = split_user(args.jid)
-
-    async def run(_reactor: Any) -> int:
-        storage = _storage(cfg)
-        if not await storage.accounts.delete(host, user):
-            print(f"error: no such user {user}@{host}", file=sys.stderr)
-            return 1
-        print(f"deleted {user}@{host} and all of its data")
-        return 0
-
-    return _react(run)
-
-
-def cmd_users(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-
-    async def run(_reactor: Any) -> int:
-        for host, user in await _storage(cfg).accounts.list(args.domain):
-            print(f"{user}@{host}")
-        return 0
-
-    return _react(run)
-
-
-def cmd_roster(args: argparse.Namespace) -> int:
-    from xmppd.accounts import split_user
-
-    cfg = _config(args)
-    host, user = split_user(args.jid)
-
-    async def run(_reactor: Any) -> int:
-        storage = _storage(cfg)
-        if not await storage.accounts.exists(host, user):
-            print(f"error: no such user {user}@{host}", file=sys.stderr)
-            return 1
-        version, items = await storage.roster.get(host, user)
-        pending = await storage.roster.pending(host, user)
-        print(f"roster of {user}@{host} (version {version}, {len(items)} items)")
-        for item in sorted(items, key=lambda i: i.contact):
-            flags = " ".join(f for f, on in (("ask", item.ask), ("approved", item.approved)) if on)
-            groups = ", ".join(item.groups)
-            print(f"  {item.contact:<40} {item.subscription:<5} {flags:<12} "
-                  f"{item.name or '':<20} {groups}")
-        for contact in pending:
-            print(f"  {contact:<40} pending subscription request")
-        return 0
-
-    return _react(run)
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
@@ -277,17 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=fn)
         return sp
 
-    run = add("run", cmd_run, "run the server")
+    run = add("run", cmd_run, "run the server (SIGHUP: reload)")
     run.add_argument("--ports-file", help="write the bound ports as JSON to this file")
-    for name, fn, h in (("adduser", cmd_adduser, "create an account"),
-                        ("passwd", cmd_passwd, "change an account's password")):
-        sp = add(name, fn, h)
-        sp.add_argument("jid")
-        sp.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of standard input")
-    add("deluser", cmd_deluser, "delete an account and all its data").add_argument("jid")
-    add("users", cmd_users, "list accounts").add_argument("domain", nargs="?")
-    add("roster", cmd_roster, "show an account's roster (friends)").add_argument("jid")
+    from xmppd import cli
+
+    cli.add_operations(sub, add)
     inv = add("invite", cmd_invite, "create an in-band registration invite token (XEP-0401)")
     inv.add_argument("domain")
     inv.add_argument("--uses", type=int, default=1, help="registrations allowed (default 1)")
@@ -303,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         code: int = args.func(args)
     except ConfigError as exc:

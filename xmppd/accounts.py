@@ -11,13 +11,17 @@ import hashlib
 import hmac
 import os
 import secrets
-from typing import Final
+from typing import Any, Final
 
 from scramp import ScramMechanism
 from twisted.internet import threads
+from twisted.internet.defer import Deferred
 
 from storage.base import Credentials, Storage
 from xmppd.jid import JID, JIDError
+from xmppd.logs import Logger
+
+_log = Logger(namespace="xmppd.accounts")
 
 SCRAM_HASHES: Final = ("SCRAM-SHA-256", "SCRAM-SHA-1")
 _HASH: Final = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
@@ -111,6 +115,12 @@ class Accounts:
         return changed
 
     async def verify_plain(self, host: str, username: str, password: str) -> bool:
+        return await self.check_plain(host, username, password) is not None
+
+    async def check_plain(self, host: str, username: str, password: str
+                          ) -> Credentials | None:
+        """The verifier the password matches (it tells whether the account is disabled),
+        or None."""
         creds = await self.storage.accounts.get_credentials(host, username)
         c = creds.get("SCRAM-SHA-256") or creds.get("SCRAM-SHA-1")
         if c is None:
@@ -120,11 +130,48 @@ class Accounts:
             fake = fake_credentials(await self.fake_secret(), "SCRAM-SHA-256", host,
                                     username, self.iterations)
             await threads.deferToThread(check_password, password, fake)
-            return False
-        return await threads.deferToThread(check_password, password, c)
+            return None
+        return c if await threads.deferToThread(check_password, password, c) else None
 
     async def exists(self, host: str, username: str) -> bool:
         return await self.storage.accounts.exists(host, username)
 
     async def delete(self, host: str, username: str) -> bool:
         return await self.storage.accounts.delete(host, username)
+
+
+class LoginTimes:
+    """When each user last logged in (XEP-0133 get-user-lastlogin), kept in memory and written
+    in batches (one transaction every ``interval`` seconds or ``batch`` logins): a write per
+    login would cost every login a commit, an fsync on SQLite."""
+
+    def __init__(self, storage: Storage, clock: Any, interval: float = 30.0,
+                 batch: int = 1000) -> None:
+        self.storage = storage
+        self.clock = clock
+        self.interval = interval
+        self.batch = batch
+        self.pending: dict[tuple[str, str], int] = {}
+        self._timer: Any = None
+
+    def record(self, host: str, username: str) -> None:
+        self.pending[(host, username)] = int(self.clock.seconds())
+        if len(self.pending) >= self.batch:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self.clock.callLater(self.interval, self.flush)
+
+    def get(self, host: str, username: str) -> int | None:
+        """A login not written yet."""
+        return self.pending.get((host, username))
+
+    def flush(self) -> Deferred[None]:
+        """Write what is pending; the Deferred fires once it is committed."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        batch = [(h, u, t) for (h, u), t in self.pending.items()]
+        self.pending.clear()
+        d = self.storage.accounts.record_logins(batch)
+        d.addErrback(lambda f: _log.failure("could not record last logins", f))
+        return d

@@ -144,6 +144,14 @@ class Authenticator:
             return False
         return True
 
+    def disabled(self) -> SASLFailure:
+        """RFC 6120 §6.5.1 <account-disabled/>, told only once the credentials proved right
+        (a wrong password fails as not-authorized and tells nothing about the account);
+        neither a failed guess nor a login for the brute-force guard."""
+        if self.mechanism is not None and self.mechanism.attempt is not None:
+            self.mechanism.attempt.abandoned()
+        return SASLFailure("account-disabled")
+
     def closed(self) -> None:
         if self.mechanism is not None and self.mechanism.attempt is not None:
             self.mechanism.attempt.abandoned()
@@ -173,6 +181,9 @@ class Authenticator:
         if step.challenge is not None:
             data = base64.b64encode(step.challenge).decode() if step.challenge else ""
             s.write(f"<challenge xmlns='{st.NS_SASL}'>{data}</challenge>")
+            return
+        if step.disabled:
+            await self.failed(self.disabled())
             return
         self.succeeded(step)
         extra = base64.b64encode(step.data).decode() if step.data else ""

@@ -117,6 +117,11 @@ class AuthGuard:
     def now(self) -> float:
         return self._now()
 
+    def set_policy(self, policy: GuardPolicy) -> None:
+        """A reloaded configuration: new limits apply from now on, bans in force stay."""
+        self.policy = policy
+        self._exempt = [ipaddress.ip_network(n, strict=False) for n in policy.exempt_networks]
+
     # -- connections ------------------------------------------------------------------------
     def connection_opened(self, ip: str) -> bool:
         """Count an unauthenticated connection; False if the address already has too many."""

@@ -88,10 +88,14 @@ class RemoteSession:
     def send_raw(self, data: str) -> None:
         self.cluster.to_node(self.node, {"op": "raw", "to": str(self.jid), "data": data})
 
-    def close(self, error: StreamError | None = None) -> None:
+    def close(self, error: StreamError | None = None, end: str = "") -> None:
+        """Close the stream on its node; with ``end`` (a reason) the node ends the session
+        first, so it is not kept for resumption (XmppServer.end_sessions)."""
         msg: dict[str, Any] = {"op": "close", "to": str(self.jid)}
         if error is not None:
             msg["condition"], msg["text"] = error.condition, error.text
+        if end:
+            msg["end"] = end
         self.cluster.to_node(self.node, msg)
 
 
@@ -556,6 +560,8 @@ class Cluster:
             target.send_raw(msg["data"])
         elif target is not None and op == "close":
             cond = msg.get("condition")
+            if msg.get("end"):
+                self.server.end_session(target, str(msg["end"]))
             target.close(StreamError(cond, msg.get("text")) if cond else None)
 
     async def redeliver(self, stanza: Element, hops: int) -> None:

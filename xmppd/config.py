@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from xmppd.jid import JIDError, prepare_domain
+from xmppd.jid import JID, JIDError, prepare_domain
 
 T = TypeVar("T")
 
@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "private", "last", "caps", "muc",
     "upload", "extdisco",
     "pep",
+    "adhoc", "admin",
 )
 
 
@@ -56,6 +57,9 @@ class HostConfig:
     cert: str = ""
     key: str = ""
     plugins: list[str] | None = None  # replaces [plugins].enabled for this host when set
+    # Bare JIDs that may run the administrative commands (XEP-0133) for this host; more can
+    # be added at run time (edit-admin), these stay.
+    admins: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,8 @@ def _validate(cfg: ServerConfig) -> None:
             raise ConfigError(f"hosts.{name}: not a valid domain: {exc}") from None
         if bool(hc.cert) != bool(hc.key):
             raise ConfigError(f"hosts.{name}: cert and key must be given together")
+        object.__setattr__(hc, "admins", [_admin_jid(a, f"hosts.{name}.admins")
+                                          for a in hc.admins])
         normalised[dom] = hc
     object.__setattr__(cfg, "hosts", normalised)
     seen: set[tuple[str, int]] = set()
@@ -341,6 +347,16 @@ def _validate_metrics(m: MetricsConfig) -> None:
             raise ConfigError(f"metrics.allow_networks: {net!r} is not a network") from None
     if m.offline_cache < 0:
         raise ConfigError("metrics.offline_cache: must not be negative")
+
+
+def _admin_jid(value: str, where: str) -> str:
+    try:
+        jid = JID.parse(value)
+    except JIDError as exc:
+        raise ConfigError(f"{where}: {value!r} is not a JID: {exc}") from None
+    if jid.resource:
+        raise ConfigError(f"{where}: {value!r} has a resource (give the bare JID)")
+    return jid.bare_str
 
 
 def _validate_federation(fed: FederationConfig) -> None:

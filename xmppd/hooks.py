@@ -280,6 +280,10 @@ STANZA_DELIVER: Hook[DeliverEvent] = Hook(
 )
 ACCOUNT_DELETED: Hook[AccountEvent] = Hook(
     "account-deleted", "An account was deleted; plugins remove every bit of its data.")
+ACCOUNT_CREATED: Hook[AccountEvent] = Hook(
+    "account-created",
+    "An account was created (in-band registration, an administrator) and committed; the "
+    "admin plugin sends the welcome message (XEP-0133 §4.27).")
 SERVER_STARTED: Hook[None] = Hook("server-started", "All listeners are up.")
 SASL2_FEATURES: Hook[Sasl2FeaturesEvent] = Hook(
     "sasl2-features", "Building SASL2's <authentication/> feature (XEP-0388, XEP-0386). Sync: "
@@ -302,6 +306,6 @@ CATALOGUE: tuple[Hook[Any], ...] = (
     MESSAGE_DELIVERED,
     MESSAGE_UNDELIVERED, SERVER_STANZA, SESSION_BOUND, SESSION_AVAILABLE, SESSION_CLOSED,
     REMOTE_SESSION_ENDED, CLUSTER_CHANGED, SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA,
-    STANZA_DELIVER, ACCOUNT_DELETED, SERVER_STARTED, SERVER_STOPPING, SASL2_FEATURES,
-    SASL2_SUCCESS, BIND2_REQUEST,
+    STANZA_DELIVER, ACCOUNT_DELETED, ACCOUNT_CREATED, SERVER_STARTED, SERVER_STOPPING,
+    SASL2_FEATURES, SASL2_SUCCESS, BIND2_REQUEST,
 )

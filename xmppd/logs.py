@@ -23,6 +23,7 @@ _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn
            "error": LogLevel.error}
 _VALID = frozenset(LogLevel.iterconstants())
 _threshold = LogLevel.debug  # everything until setup() reads the configured level
+_predicate: LogLevelFilterPredicate | None = None
 
 
 class Logger(_tw.Logger):
@@ -69,11 +70,20 @@ def text_observer(out: IO[str]) -> ILogObserver:
     return observe
 
 
-def setup(cfg: LogConfig) -> None:
+def set_level(level: str) -> None:
+    """Change the level while running (a configuration reload)."""
     global _threshold
+    _threshold = _LEVELS[level]
+    if _predicate is not None:
+        _predicate.defaultLogLevel = _LEVELS[level]
+        _predicate.clearLogLevels()
+
+
+def setup(cfg: LogConfig) -> None:
+    global _threshold, _predicate
     _threshold = _LEVELS[cfg.level]
     out: IO[str] = open(cfg.file, "a", encoding="utf-8") if cfg.file else sys.stderr  # noqa: SIM115
     base = jsonFileLogObserver(out) if cfg.format == "json" else text_observer(out)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[cfg.level])
+    predicate = _predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[cfg.level])
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(base, [predicate])],
                                      redirectStandardIO=False, discardBuffer=True)

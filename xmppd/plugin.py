@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.words.xish.domish import Element
 
 from xmppd import config as config_mod
-from xmppd.errors import StanzaError
+from xmppd.errors import StanzaError, StreamError
 from xmppd.hooks import Handler, Hook, HookBus
 from xmppd.iq import IqHandler, IqRegistry, Scope
 from xmppd.jid import JID
@@ -28,6 +28,8 @@ from xmppd.usercache import UserCache
 if TYPE_CHECKING:
     from storage.base import Storage
     from xmppd.accounts import Accounts
+    from xmppd.admin.settings import Settings
+    from xmppd.ops import Context
     from xmppd.server import XmppServer
     from xmppd.sessions import Session
 
@@ -53,6 +55,8 @@ class Plugin:
     identities: ClassVar[tuple[tuple[str, str, str], ...]] = ()  # (category, type, name)
     depends: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type] = NoOptions
+    # True: options are read only when used, so a configuration reload may swap them.
+    live_options: ClassVar[bool] = False
 
     def __init__(self, host: Host, options: Any) -> None:
         self.host = host
@@ -64,6 +68,14 @@ class Plugin:
 
     def teardown(self) -> Awaitable[None] | None:
         """Release anything not registered through the Host (timers, files)."""
+
+    def reload(self, options: Any) -> bool:
+        """New options from a configuration reload: True if applied, False if they take a
+        restart (plugins that build state from their options in setup)."""
+        if not self.live_options:
+            return False
+        self.options = options
+        return True
 
 
 class Host:
@@ -97,6 +109,18 @@ class Host:
     @property
     def clock(self) -> Any:
         return self._server.clock
+
+    @property
+    def settings(self) -> Settings:
+        """The domain's admin list, message of the day and welcome message."""
+        return self._server.settings(self.domain)
+
+    def ops_context(self, actor: str) -> Context:
+        """For running an administrative operation (xmppd/ops.py) on this domain."""
+        from xmppd.ops import Context
+
+        return Context(self.config, self.storage, self.accounts, self._server,
+                       domain=self.domain, actor=actor, clock=self.clock)
 
     @property
     def started_at(self) -> float:
@@ -216,6 +240,21 @@ class Host:
 
     async def delete_account(self, jid: JID) -> bool:
         return await self._server.delete_account(jid)
+
+    async def create_account(self, username: str, password: str) -> bool:
+        """Create an account of this domain (False: it exists); ACCOUNT_CREATED fires once
+        it is committed. Raises AccountError for an unacceptable password."""
+        from xmppd import hooks as H
+
+        created = await self.accounts.create(self.domain, username, password)
+        if created:
+            await self.hooks.fire(H.ACCOUNT_CREATED, H.AccountEvent(JID(username, self.domain)))
+        return created
+
+    def end_sessions(self, jid: JID, error: StreamError, reason: str) -> int:
+        """End a full JID's session or every session of a bare JID for good (no XEP-0198
+        resumption); the number ended. See XmppServer.end_sessions."""
+        return self._server.end_sessions(jid, error, reason)
 
     # -- aggregation for disco ------------------------------------------------------------
     def all_features(self) -> list[str]:

@@ -58,6 +58,7 @@ class SaslStep:
     success: bool = False
     data: bytes | None = None
     username: str = ""
+    disabled: bool = False  # right credentials, disabled account (RFC 6120 §6.5.1)
 
 
 class Mechanism:
@@ -126,9 +127,11 @@ class Plain(Mechanism):
         username = _username(authcid)
         _check_authzid(authzid, username, self.domain)
         self.begin_check(username)
-        if not password or not await self.accounts.verify_plain(self.domain, username, password):
+        found = await self.accounts.check_plain(self.domain, username, password) \
+            if password else None
+        if found is None:
             raise SASLFailure("not-authorized")
-        return SaslStep(success=True, username=username)
+        return SaslStep(success=True, username=username, disabled=found.disabled)
 
 
 _SCRAM_HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
@@ -260,7 +263,7 @@ class Scram(Mechanism):
             raise SASLFailure("not-authorized")
         verifier = hmac.digest(creds.server_key, auth_message, self.hash)
         return SaslStep(success=True, data=b"v=" + base64.b64encode(verifier),
-                        username=self._username)
+                        username=self._username, disabled=creds.disabled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,9 @@ class Sasl2Exchange:
             s.write(f"<challenge xmlns='{NS_SASL2}'>"
                     f"{base64.b64encode(step.challenge).decode()}</challenge>")
             return
+        if step.disabled:
+            await self._fail(self.auth.disabled())
+            return
         await self._success(step)
 
     async def _success(self, step: SaslStep) -> None:

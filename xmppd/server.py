@@ -21,16 +21,19 @@ from storage.base import Storage
 from storage.sql import Database
 from xmppd import hooks as H
 from xmppd import stanza as st
-from xmppd.accounts import Accounts
+from xmppd.accounts import Accounts, LoginTimes
+from xmppd.admin.settings import Settings
 from xmppd.authguard import AuthGuard, GuardPolicy
 from xmppd.c2s import C2SFactory, C2SSession
 from xmppd.cluster import Cluster
 from xmppd.config import ListenerConfig, ServerConfig
+from xmppd.control import ControlServer
 from xmppd.errors import StreamError
 from xmppd.jid import JID
 from xmppd.logs import Logger
 from xmppd.metrics import Metrics
 from xmppd.plugin import Host, load_plugins, unload_plugins
+from xmppd.reload import ReloadReport
 from xmppd.router import Router
 from xmppd.sessions import Session, SessionManager
 from xmppd.stats import Stats
@@ -42,7 +45,8 @@ log = Logger(namespace="xmppd.server")
 
 
 class XmppServer:
-    def __init__(self, config: ServerConfig, reactor: Any = None) -> None:
+    def __init__(self, config: ServerConfig, reactor: Any = None,
+                 config_path: str | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -76,6 +80,12 @@ class XmppServer:
         self.stopping = False
         self.inflight: set[defer.Deferred[Any]] = set()  # work a clean stop must wait for
         self.metrics = Metrics(self) if config.metrics.enabled else None
+        self.config_path = config_path  # what reload() reads again (None: the defaults)
+        self.logins = LoginTimes(self.storage, self.clock)
+        self._settings: dict[str, Settings] = {}
+        self.control: ControlServer | None = None
+        self.restart_requested = False  # by an administrator: `xmppd run` runs itself again
+        self._stop_call: Any = None
 
     # -- start / stop ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,6 +111,8 @@ class XmppServer:
             await self._join_cluster()
         if self.metrics is not None:
             self.metrics.start()  # after plugins: its path must not shadow one of theirs
+        self.control = ControlServer(self)
+        self.control.start()
         self._listen()
         for host in self.hosts.values():
             await host.hooks.fire(H.SERVER_STARTED, None)
@@ -186,6 +198,8 @@ class XmppServer:
             return
         self.stopping = True
         log.info("shutting down")
+        if self.control is not None:
+            self.control.stop()
         for host in self.hosts.values():
             await host.hooks.fire(H.SERVER_STOPPING, None)
         if self.metrics is not None:
@@ -215,6 +229,7 @@ class XmppServer:
             await defer.DeferredList(list(self.inflight), consumeErrors=True)
         for host in self.hosts.values():
             await unload_plugins(host)
+        await self.logins.flush()
         self.db.stop()
         log.info("stopped")
 
@@ -223,9 +238,49 @@ class XmppServer:
         self.clock.callLater(seconds, d.callback, None)
         return d
 
+    def schedule_stop(self, seconds: float, announcement: str | None, restart: bool = False,
+                      by: str = "") -> None:
+        """Shut down (or restart) after ``seconds``, telling every online user now (XEP-0133
+        §4.30, §4.31). A later request replaces an earlier one."""
+        from xmppd.admin.messages import announce_to
+        from xmppd.ops import Context
+
+        what = "restart" if restart else "shut down"
+        log.warn("{by} asked to {what} in {s:.0f} s", by=by or "an administrator", what=what,
+                 s=seconds)
+        if announcement:
+            ctx = Context(self.config, self.storage, self.accounts, self)
+            self.track(defer.Deferred.fromCoroutine(
+                announce_to(ctx, list(self.hosts), announcement)))
+        if self._stop_call is not None and self._stop_call.active():
+            self._stop_call.cancel()
+        self._stop_call = self.clock.callLater(max(0.0, seconds), self._stop_now, restart)
+
+    def _stop_now(self, restart: bool) -> None:
+        self.restart_requested = restart
+        self.reactor.stop()  # the shutdown trigger runs stop()
+
+    def settings(self, domain: str) -> Settings:
+        """The host's admin list, message of the day and welcome message."""
+        found = self._settings.get(domain)
+        if found is None:
+            found = self._settings[domain] = Settings(
+                self.storage, domain, lambda: self.config,
+                self.hosts[domain].user_cache("admin-settings"))
+        return found
+
+    async def reload(self) -> ReloadReport:
+        """Certificates and what of the configuration can change while running (SIGHUP,
+        `xmppd reload`); see xmppd/reload.py."""
+        from xmppd.reload import reload
+
+        return await reload(self)
+
     # -- session lifecycle ------------------------------------------------------------------------
     def session_bound(self, session: Session) -> None:
         host = self.hosts[session.host]
+        if session.jid is not None:
+            self.logins.record(session.host, session.jid.local)
         defer.Deferred.fromCoroutine(host.hooks.fire(H.SESSION_BOUND, H.SessionEvent(session)))
 
     def session_ended(self, session: Session, clean: bool) -> None:
@@ -274,9 +329,28 @@ class XmppServer:
         host = self.hosts[jid.domain]
         await host.hooks.fire(H.ACCOUNT_DELETED, H.AccountEvent(jid.bare))
         found = await self.accounts.delete(jid.domain, jid.local)
-        for s in self.sessions.resources(jid.bare):
-            s.close(StreamError("not-authorized", "account deleted"))
+        self.end_sessions(jid.bare, StreamError("not-authorized", "account deleted"),
+                          "account deleted")
         return found
+
+    def end_sessions(self, jid: JID, error: StreamError, reason: str) -> int:
+        """End the session of a full JID, or every session of a bare JID wherever it is
+        bound, for good: unbound first (so stream management does not keep it for
+        resumption, XEP-0198 §5, and contacts see it go), then the stream is closed with
+        ``error`` (RFC 6120 §4.9). Used when an administrator ends sessions and when an
+        account is disabled or deleted. Returns how many sessions were ended."""
+        if jid.resource:
+            found = self.sessions.get(jid)
+            targets = [] if found is None else [found]
+        else:
+            targets = self.sessions.resources(jid)
+        for s in targets:
+            if s.kind == "remote":
+                s.close(error, end=reason)  # type: ignore[call-arg]  # its node ends it
+            else:
+                self.end_session(s, reason)
+                s.close(error)
+        return len(targets)
 
     # -- authentication throttle ------------------------------------------------------------------
     def auth_reply_delay(self, ip: str) -> float:

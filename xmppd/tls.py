@@ -188,9 +188,19 @@ class ContextFactory:
 
     def __init__(self, contexts: dict[str, SSL.Context], default: str) -> None:
         self.contexts = contexts
+        self.default_domain = default
         self.default = contexts[default]
         for ctx in contexts.values():
             ctx.set_tlsext_servername_callback(self._on_sni)
+
+    def replace(self, contexts: dict[str, SSL.Context]) -> None:
+        """New contexts (reloaded certificates) for the handshakes from now on; streams
+        already encrypted keep theirs. The dict is updated in place: it is shared."""
+        for ctx in contexts.values():
+            ctx.set_tlsext_servername_callback(self._on_sni)
+        self.contexts.clear()
+        self.contexts.update(contexts)
+        self.default = self.contexts[self.default_domain]
 
     def _on_sni(self, conn: SSL.Connection) -> None:
         name = conn.get_servername()
@@ -208,22 +218,36 @@ class ContextFactory:
 
 
 class CertStore:
-    """Loads (or generates) a certificate for every host at start-up."""
+    """Loads (or generates) a certificate for every host at start-up; ``reload`` reads them
+    again (renewed certificates) without touching established streams."""
 
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
-        self.paths: dict[str, CertPaths] = {}
-        self.contexts: dict[str, SSL.Context] = {}
-        for domain in cfg.hosts:
-            paths = ensure_cert(cfg, domain)
-            try:
-                self.contexts[domain] = make_context(paths, cfg.tls.min_version, cfg.tls.ciphers)
-            except (SSL.Error, OSError) as exc:
-                raise TLSConfigError(f"hosts.{domain}: cannot load {paths.cert}: {exc}") from None
-            self.paths[domain] = paths
+        self.paths, self.contexts = _load_all(cfg)
         self.factory = ContextFactory(self.contexts, next(iter(cfg.hosts)))
+
+    def reload(self, cfg: ServerConfig) -> None:
+        """All or nothing: TLSConfigError leaves the current certificates in use."""
+        paths, contexts = _load_all(cfg)
+        self.cfg = cfg
+        self.paths.clear()
+        self.paths.update(paths)
+        self.factory.replace(contexts)  # self.contexts is the factory's dict
 
     def certificate_der(self, domain: str) -> bytes:
         """DER of the domain's leaf certificate (for tls-server-end-point bindings)."""
         cert = x509.load_pem_x509_certificate(self.paths[domain].cert.read_bytes())
         return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _load_all(cfg: ServerConfig) -> tuple[dict[str, CertPaths], dict[str, SSL.Context]]:
+    paths: dict[str, CertPaths] = {}
+    contexts: dict[str, SSL.Context] = {}
+    for domain in cfg.hosts:
+        found = ensure_cert(cfg, domain)
+        try:
+            contexts[domain] = make_context(found, cfg.tls.min_version, cfg.tls.ciphers)
+        except (SSL.Error, OSError) as exc:
+            raise TLSConfigError(f"hosts.{domain}: cannot load {found.cert}: {exc}") from None
+        paths[domain] = found
+    return paths, contexts

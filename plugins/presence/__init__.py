@@ -37,6 +37,7 @@ class Presence(Plugin):
     specs = ("RFC 6121 (§3 subscriptions, §3.4 pre-approval, §4 presence)",)
     depends = ("roster",)
     Options = Options
+    live_options = True  # read when used: a reload may change them
 
     def setup(self) -> None:
         self.host.share_session_flag("announced")

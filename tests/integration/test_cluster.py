@@ -30,8 +30,9 @@ from tests.integration.test_muc_support import next_message as room_message
 from tests.integration.test_presence import befriend
 from tests.support import backends
 from tests.support.ca import CertAuthority
-from tests.support.client import Client, connect, run
+from tests.support.client import Client, connect, run, wait_for
 from tests.support.metrics import fetch, parse, sample
+from tests.support.raw import RawStream
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -234,6 +235,26 @@ def test_room_with_occupants_on_both_nodes(cluster: Cluster) -> None:
         assert p["type"] == "unavailable"
         for cl in (owner, o3):
             await cl.close()
+
+    run(body())
+
+
+def test_an_administrator_on_one_node_ends_a_session_on_the_other(cluster: Cluster) -> None:
+    """`xmppd kick` on n1 ends a session bound on n2 for good: n2 does not keep it for
+    XEP-0198 resumption, so it leaves the cluster's registry."""
+    user = cluster.new_user("kicked")
+
+    async def body() -> None:
+        raw = await RawStream.open(cluster.n2.c2s_port)
+        full = await raw.login(str(cluster.n2.ca.ca_file), user.split("@")[0],
+                               cluster.n2.passwords[user], resource="far")
+        assert (await raw.enable_sm(resume=True)).get("resume") == "true"
+        await wait_for(lambda: full in cluster.registry())
+        r = await asyncio.to_thread(cluster.n1.cli, "kick", user)
+        assert r.returncode == 0 and "ended 1 session" in r.stdout, r.stdout + r.stderr
+        assert await raw.stream_error() == "policy-violation"
+        raw.close()
+        await wait_for(lambda: full not in cluster.registry())
 
     run(body())
 

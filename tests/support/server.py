@@ -97,7 +97,9 @@ class ServerProcess:
                 cfg[k] = {**cfg[k], **v}
             else:
                 cfg[k] = v
-        cfg["hosts"] = {**hosts, **cfg.get("hosts", {})}
+        for d, extra in cfg.get("hosts", {}).items():
+            hosts[d] = {**hosts.get(d, {}), **extra}
+        cfg["hosts"] = hosts
         self.config_path.write_text(to_toml(cfg))
 
     # -- process --------------------------------------------------------------------------------
@@ -164,6 +166,10 @@ class ServerProcess:
         return self.ports["https"][0]
 
     # -- accounts ---------------------------------------------------------------------------------
+    @property
+    def control_socket(self) -> Path:
+        return self.tmp / "data" / "control.sock"
+
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "xmppd", *args, "-c", str(self.config_path)],

@@ -65,6 +65,7 @@ class Wire:
     def stream_error(self) -> str:
         els = self.read()
         assert self.ended and els and els[-1].tag == f"{{{NS_STREAMS}}}error", els
+        self.stream.clock.advance(self.stream.error_linger)  # type: ignore[attr-defined]
         assert self.transport.disconnecting
         return next(c.tag.split("}")[1] for c in els[-1] if not c.tag.endswith("}text"))
 

@@ -25,3 +25,24 @@ def test_doap_is_current() -> None:
 def test_every_plugin_declares_specs() -> None:
     assert all(e.spec for e in features.entries())
     assert any(e.spec == "XEP-0198" and e.provider == "smacks" for e in features.entries())
+
+
+def test_readme_command_table_names_every_command() -> None:
+    """Each `xmppd` subcommand (the administrative ones come from xmppd/ops.py) has a row
+    in the README's command table, and the table names no command that does not exist."""
+    import argparse
+    import re
+
+    from xmppd.__main__ import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    commands = set(sub.choices)
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| command | what it does |"):]
+    table = table[:table.index("\n\n")]
+    documented = set()
+    for row in table.splitlines()[2:]:
+        first_cell = row.split("|")[1]
+        documented |= {m.split()[0] for m in re.findall(r"`([^`]+)`", first_cell)
+                       if not m.startswith("[")}
+    assert documented == commands, (commands - documented, documented - commands)

@@ -36,6 +36,26 @@ def test_scram_success_and_server_signature(mech: str) -> None:
     client.set_server_final(done.data.decode())  # verifies the server's signature
 
 
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
+def test_a_disabled_account_is_told_only_with_the_right_password(mech: str) -> None:
+    """RFC 6120 §6.5.1: the success step says the account is disabled (c2s answers
+    <account-disabled/>; PLAIN, which checks in a thread, is tested through a socket in
+    tests/integration/test_admin_commands.py)."""
+    server = make_server([])
+    add_user(server, "alice@localhost", "correct horse")
+    resolve(_disable(server))
+    client = ScramClient([mech], "alice", "correct horse")
+    scram = Scram(server.accounts, "localhost", mech)
+    step = resolve(scram.start(client.get_client_first().encode()))
+    client.set_server_first(step.challenge.decode())
+    done = resolve(scram.respond(client.get_client_final().encode()))
+    assert done.success and done.disabled
+
+
+async def _disable(server: object) -> None:
+    await server.storage.accounts.set_disabled("localhost", "alice", True)  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("user,password", [("alice", "wrong"), ("nobody", "x")])
 def test_scram_failure_is_not_authorized(user: str, password: str) -> None:
     # unknown users get a plausible challenge: scramp's client accepts it
