@@ -317,3 +317,20 @@ def test_bind2_clears_offline_messages_the_archive_holds(srv: ServerProcess) -> 
             break
     c.close()
     s.close()
+
+
+@pytest.mark.parametrize("command", ["kick", "disable"])
+def test_an_admin_kick_or_disable_revokes_the_tokens(srv: ServerProcess, command: str) -> None:
+    """XEP-0484 tokens are not a way back in for a client an administrator threw out."""
+    jid, pw = srv.new_user("kicked")
+    user, ua = jid.split("@")[0], str(uuid.uuid4())
+    token = login_for_token(srv, user, pw, ua)
+    subprocess.run([sys.executable, "-m", "xmppd", command, jid, "-c", str(srv.config_path)],
+                   check=True, capture_output=True, text=True)
+    if command == "disable":
+        subprocess.run([sys.executable, "-m", "xmppd", "enable", jid, "-c",
+                        str(srv.config_path)], check=True, capture_output=True, text=True)
+    c = Client(srv)
+    assert failure(ht(c, "HT-SHA-256-NONE", user, token, ua=ua)) == "not-authorized"
+    assert scram2(c, user, pw).tag == q(SASL2, "success")  # the password still works
+    c.close()

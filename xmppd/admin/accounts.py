@@ -79,6 +79,7 @@ async def disable_user(ctx: Context, accountjids: list[JID]) -> Result:
     ended = 0
     for j in accountjids:
         await ctx.storage.accounts.set_disabled(j.domain, j.local, True)
+        await ctx.storage.fast.revoke(j.domain, j.local)  # XEP-0484 tokens log in no more
         if ctx.server is not None:
             await ctx.server.hosts[j.domain].refresh_sessions(j)
             ended += ctx.server.end_sessions(
@@ -107,6 +108,14 @@ async def end_user_session(ctx: Context, accountjids: list[JID]) -> Result:
     server = ctx.need_server()
     ended = 0
     for j in accountjids:
+        # A kicked client must not come straight back with its FAST token (XEP-0484): all of
+        # the user's tokens for a bare JID, that client's for a full one.
+        if not j.resource:
+            await ctx.storage.fast.revoke(j.domain, j.local)
+        for session in server.sessions.resources(j.bare):
+            client = session.data.get("client")
+            if j.resource and session.jid == j and client:
+                await ctx.storage.fast.revoke(j.domain, j.local, client)
         await server.hosts[j.domain].refresh_sessions(j.bare)
         ended += server.end_sessions(
             j, StreamError("policy-violation", "session ended by an administrator"),
