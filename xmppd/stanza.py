@@ -146,6 +146,7 @@ def shallow_copy(el: Element) -> Element:
 # another must never come out malformed whatever namespaces its attributes carry.
 
 NS_XMLNS: Final = "http://www.w3.org/2000/xmlns/"
+_NO_DEFAULT: Final = "\x00"  # a default namespace no element has: children declare theirs
 
 _TEXT_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _ATTR_ESCAPE = str.maketrans(
@@ -230,7 +231,10 @@ def _write(el: Element, parent_ns: str | None, content_ns: str | None, out: list
         out.append(f'<{name} xmlns="{escape_attr(ns or "")}"')
     else:
         name = "xml:" + name
-        scope = parent_ns
+        # Its children do see the outer default namespace, but when this element is written
+        # on its own (a MUC fan-out template, plugins/muc/fanout.py) that default is not
+        # known yet: they declare their own.
+        scope = _NO_DEFAULT
         out.append("<" + name)
     extra: dict[str, str] | None = None
     for key, value in el.attributes.items():

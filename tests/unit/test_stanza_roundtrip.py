@@ -177,6 +177,8 @@ def test_websocket_output_stands_alone(tree: Tree) -> None:
 
 
 @SETTINGS
+@example(("jabber:client", "message", {}, [(st.NS_XML, "a", {}, [("jabber:client", "a", {}, [])])]),
+         "jabber:server")  # an xml-namespace element's children, written standalone
 @given(STANZAS, CONTENT_NS)
 def test_room_fanout_template_round_trips(tree: Tree, content_ns: str) -> None:
     """plugins.muc.fanout writes children serialized once, standalone, inside each
