@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
 
 from plugins.hints import chat_state_only, hint
@@ -45,16 +46,43 @@ class Offline(Plugin):
         self.host.on(H.SESSION_AVAILABLE, self.drain)
 
     async def store(self, ev: H.StanzaEvent) -> bool:
-        """Take a message nobody could receive (RFC 6121 §8.5.2.2.1, XEP-0160 §3)."""
+        """Take a message nobody could receive (RFC 6121 §8.5.2.2.1, XEP-0160 §3).
+
+        The row is written behind (Host.write_behind): the sender's stream goes on while it
+        commits in order with others, and what tells the sender it is safe (XEP-0198 <a/>)
+        waits for the commit. If it cannot be kept (quota, storage error) the sender gets
+        the error back then: nothing is dropped silently."""
         s = ev.stanza
         if chat_state_only(s):
             return True  # XEP-0085 §5.5: chat states are not stored offline; nothing to keep
         if hint(s, "no-store"):
             raise StanzaError("service-unavailable", text="recipient offline; no-store hint")
         user = ev.to.bare
-        await self.keep(user, s)
-        # The user may have come online while this was being committed (after the drain of
-        # their new session read the queue): deliver now rather than at the next login.
+        d = self.host.storage.offline.store(
+            user.domain, user.local, now_micros(self.host.clock.seconds()), st.serialize(s),
+            self.options.quota)
+        self.host.write_behind(ev.origin, d)
+        d.addCallbacks(self._kept, self._not_kept, callbackArgs=(user, s), errbackArgs=(s,))
+        return True
+
+    def _kept(self, ok: bool, user: JID, stanza: Element) -> None:
+        if not ok:
+            self._bounce(stanza, StanzaError("service-unavailable",
+                                             text="offline storage is full"))
+            return
+        self.host.track(Deferred.fromCoroutine(self._after_commit(user)))
+
+    def _not_kept(self, failure: Failure, stanza: Element) -> None:
+        self.log.failure("storing an offline message failed", failure)
+        self._bounce(stanza, StanzaError("internal-server-error",
+                                         text="the message could not be stored"))
+
+    def _bounce(self, stanza: Element, err: StanzaError) -> None:
+        self.host.track(Deferred.fromCoroutine(self.host.bounce(stanza, err)))
+
+    async def _after_commit(self, user: JID) -> None:
+        """The user may have come online while this was being committed (after the drain of
+        their new session read the queue): deliver now rather than at the next login."""
         await self.host.refresh_sessions(user)  # on any node of a cluster
         ready = [x for x in self.host.available_sessions(user) if x.priority >= 0]
         if ready and user.bare_str in self._draining:
@@ -62,16 +90,7 @@ class Offline(Plugin):
             # once more rather than leave the message until the next login.
             self._again.add(user.bare_str)
         elif ready:
-            self.host.track(Deferred.fromCoroutine(self.drain(H.SessionEvent(ready[0]))))
-        return True
-
-    async def keep(self, user: JID, stanza: Element) -> None:
-        """Commit one message to ``user``'s queue or raise service-unavailable (quota)."""
-        ok = await self.host.storage.offline.store(
-            user.domain, user.local, now_micros(self.host.clock.seconds()),
-            st.serialize(stanza), self.options.quota)
-        if not ok:
-            raise StanzaError("service-unavailable", text="offline storage is full")
+            await self.drain(H.SessionEvent(ready[0]))
 
     async def drain(self, ev: H.SessionEvent) -> None:
         """XEP-0160 §3: deliver the queue to the resource that became available."""

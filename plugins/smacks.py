@@ -140,6 +140,7 @@ class StreamManagement(Plugin):
         the unacknowledged stanzas after it."""
         el = st.child(ev.request, "resume", NS)
         if el is not None:
+            await self._settle_old(el)
             answer, again = self._resume(ev.session, el)
             st.append(ev.response, answer)
             if again:
@@ -158,7 +159,12 @@ class StreamManagement(Plugin):
         if state is None:
             session.close(StreamError("unsupported-stanza-type", "stream management not enabled"))
             return
-        session.send_raw(f"<a xmlns='{NS}' h='{state.handled()}'/>")
+        # <a h/> tells the client it may forget those stanzas: only once what they depend on
+        # (archive rows, offline copies, written behind) has committed. Counted first: the
+        # stanzas handled up to this <r/>, whose writes were all issued before it.
+        handled = state.handled()
+        await self.host.settled(session)
+        session.send_raw(f"<a xmlns='{NS}' h='{handled}'/>")
 
     async def answer(self, session: Session, el: Element) -> None:
         state: SMState | None = session.data.get("sm")
@@ -248,7 +254,15 @@ class StreamManagement(Plugin):
             self.resumable.pop(state.resume_id, None)
         self.host.end_session(state.session, "resumption timeout")
 
+    async def _settle_old(self, el: Element) -> None:
+        """<resumed h/> tells the client what the server handled: the old stream's written
+        behind rows commit first."""
+        state = self.resumable.get(el.getAttribute("previd", ""))
+        if state is not None:
+            await self.host.settled(state.session)
+
     async def resume(self, session: Session, el: Element) -> None:
+        await self._settle_old(el)
         answer, again = self._resume(session, el)
         session.send_raw(st.serialize(answer))
         self._send_again(session, again)

@@ -7,7 +7,9 @@ turned into an id bound through the (owner, created) index, so every page - with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -27,6 +29,8 @@ from twisted.internet.defer import Deferred
 from storage.batch import BatchWriter
 from storage.schema import HOST, MYSQL, USER, USER_TABLES, BigText, metadata
 from storage.sql import Database
+
+T = TypeVar("T")
 
 archive = Table(
     "archive",
@@ -106,13 +110,25 @@ class ArchiveStore:
         """Archive one stanza; fires once committed (group commit under load)."""
         return self._writer.add(row)
 
+    def flushed(self) -> Deferred[None]:
+        """Every row appended so far is committed (read your writes before a query)."""
+        return self._writer.flushed()
+
+    def _read(self, fn: Callable[[Connection], T]) -> Deferred[T]:
+        """A read after every write issued before it has committed: rows are written
+        behind (Host.write_behind), and a reader must see what was routed before it."""
+        flushed = self.flushed()
+        if flushed.called:  # nothing in flight: the read itself (its Deferred as db's)
+            return self.db.read(fn)
+        return flushed.addCallback(lambda _: self.db.read(fn))
+
     @property
     def writes(self) -> int:
         """Stanzas archived (committed) by this process since it started."""
         return self._writer.committed
 
     def query(self, host: str, username: str, q: ArchiveQuery) -> Deferred[ArchivePage]:
-        return self.db.read(lambda conn: _query(conn, host, username, q))
+        return self._read(lambda conn: _query(conn, host, username, q))
 
     def bounds(self, host: str, username: str) -> Deferred[tuple[ArchivedMessage | None,
                                                                  ArchivedMessage | None]]:
@@ -126,7 +142,7 @@ class ArchiveStore:
                 out.append(None if r is None else _msg(r))
             return out[0], out[1]
 
-        return self.db.read(q)
+        return self._read(q)
 
     def purge(self, host: str, username: str) -> Deferred[int]:
         def q(conn: Connection) -> int:
@@ -149,7 +165,7 @@ class ArchiveStore:
             return int(conn.execute(select(func.count()).select_from(archive).where(
                 archive.c.host == host, archive.c.username == username)).scalar_one())
 
-        return self.db.read(q)
+        return self._read(q)
 
 
 def _msg(r: object) -> ArchivedMessage:

@@ -3,7 +3,9 @@ reports the message as taken, removed only after it was handed to a session."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -23,6 +25,8 @@ from twisted.internet.defer import Deferred
 from storage.batch import BatchWriter
 from storage.schema import HOST, MYSQL, USER, USER_TABLES, BigText, metadata
 from storage.sql import Database
+
+T = TypeVar("T")
 
 offline_messages = Table(
     "offline_messages",
@@ -86,6 +90,18 @@ class OfflineStore:
         """Queue one message; fires True once committed, False if the quota is reached."""
         return self._writer.add(_Row(host, username, created, stanza, quota))
 
+    def flushed(self) -> Deferred[None]:
+        """Every message stored so far is committed (a drain reads what was routed before)."""
+        return self._writer.flushed()
+
+    def _read(self, fn: Callable[[Connection], T]) -> Deferred[T]:
+        """A read after every write issued before it has committed: rows are written
+        behind (Host.write_behind), and a reader must see what was routed before it."""
+        flushed = self.flushed()
+        if flushed.called:  # nothing in flight: the read itself (its Deferred as db's)
+            return self.db.read(fn)
+        return flushed.addCallback(lambda _: self.db.read(fn))
+
     def fetch(self, host: str, username: str, limit: int = 10000
               ) -> Deferred[list[OfflineMessage]]:
         def q(conn: Connection) -> list[OfflineMessage]:
@@ -95,7 +111,7 @@ class OfflineStore:
             ).order_by(offline_messages.c.id).limit(limit))
             return [OfflineMessage(r.id, r.created, r.stanza) for r in rows]
 
-        return self.db.read(q)
+        return self._read(q)
 
     def remove(self, host: str, username: str, ids: list[int]) -> Deferred[int]:
         def q(conn: Connection) -> int:
@@ -118,7 +134,7 @@ class OfflineStore:
             ).group_by(offline_messages.c.host))
             return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
-        return self.db.read(q)
+        return self._read(q)
 
     def count(self, host: str, username: str) -> Deferred[int]:
         def q(conn: Connection) -> int:
@@ -126,4 +142,4 @@ class OfflineStore:
                 offline_messages.c.host == host, offline_messages.c.username == username)
             ).scalar_one())
 
-        return self.db.read(q)
+        return self._read(q)

@@ -154,6 +154,22 @@ class Host:
         """Background work that a clean shutdown must wait for."""
         self._server.track(d)
 
+    def write_behind(self, origin: Any, d: Deferred[Any]) -> None:
+        """A write a stanza's durability depends on (its archive row, its offline copy),
+        issued but not awaited: the stream it came from goes on with its next stanzas while
+        it commits (writes are ordered), and what tells the sender the stanza is safe
+        (XEP-0198 <a/>) waits for it through ``settled``. A clean shutdown waits too."""
+        self._server.track(d)
+        track = getattr(origin, "track_write", None)
+        if track is not None:
+            track(d)
+
+    async def settled(self, session: Any) -> None:
+        """Every write-behind of ``session``'s stanzas so far has committed (or failed)."""
+        settled = getattr(session, "settled", None)
+        if settled is not None:
+            await settled()
+
     def mounted_paths(self) -> set[str]:
         return self._server.web.paths()
 

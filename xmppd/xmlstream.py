@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from twisted.internet import protocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
@@ -83,6 +83,7 @@ class XmlStream(protocol.Protocol):
         self.close_written = False  # our closing tag is out: nothing more may be written
         self.closed = False
         self._close_timer: IDelayedCall | None = None
+        self._unsettled: set[Deferred[Any]] = set()  # write-behinds not yet committed
         self.peer = "?"
         self.peer_host = "?"  # the peer's address (what brute-force limits key on)
 
@@ -118,6 +119,27 @@ class XmlStream(protocol.Protocol):
         """Start a new XML document (initial stream and each RFC 6120 §4.3.3 restart)."""
         self.drop_parser()
         self.parser = XMLStreamParser(self, self.stanza_limit())
+
+    def track_write(self, d: Deferred[Any]) -> None:
+        """A commit one of this stream's stanzas depends on (Host.write_behind)."""
+        if d.called:
+            return
+        unsettled = self._unsettled
+        unsettled.add(d)
+
+        def done(result: object) -> object:
+            unsettled.discard(d)
+            return result
+
+        d.addBoth(done)
+
+    def settled(self) -> Deferred[None]:
+        """Fires once every write tracked so far has committed or failed (acknowledgements
+        such as XEP-0198's wait for this: RFC 6120 principle 6 in ARCHITECTURE.md)."""
+        if not self._unsettled:
+            return succeed(None)
+        waiting = DeferredList(list(self._unsettled), consumeErrors=True)
+        return waiting.addCallback(lambda _: None)
 
     def peer_authenticated(self) -> bool:
         """Whether the peer has proven who it is, which earns the larger stanza budget."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from twisted.internet.task import LoopingCall
 from twisted.words.xish.domish import Element
@@ -94,7 +94,7 @@ class Mam(Plugin):
 
     async def sent(self, ev: H.StanzaEvent) -> bool:
         if self.archivable(ev.stanza) and await self.wanted(ev.from_.bare, ev.to.bare):
-            sid = await self.append(ev.from_.bare, ev.to.bare, ev.stanza)
+            sid = self.append(ev.from_.bare, ev.to.bare, ev.stanza, ev.origin)
             if ev.to.bare == ev.from_.bare:
                 ev.extra["self_archived"] = sid  # a note to self: one entry, not two
         return False
@@ -112,16 +112,27 @@ class Mam(Plugin):
         if sid is None:
             if not await self.wanted(owner, ev.from_.bare):
                 return False
-            sid = await self.append(owner, ev.from_.bare, s)
+            sid = self.append(owner, ev.from_.bare, s, ev.origin)
         st.add(s, "stanza-id", NS_SID, attrs={"id": sid, "by": owner.bare_str})
         return False
 
-    async def append(self, owner: JID, with_: JID, stanza: Element) -> str:
+    def append(self, owner: JID, with_: JID, stanza: Element, origin: object) -> str:
+        """Archive a copy; its id at once (the XEP-0359 stanza-id is ours to make). The row
+        is written behind (Host.write_behind): the stream goes on with its next stanzas while
+        rows commit in order, many per transaction, and the sender's XEP-0198 acks wait for
+        the commit. Waiting here made a stream handle one message per commit (372 msgs/s on
+        one pipelined stream, issue 18)."""
         sid = secrets.token_urlsafe(12)
-        await self.host.storage.archive.append(ArchiveRow(
+        d = self.host.storage.archive.append(ArchiveRow(
             owner.domain, owner.local, sid, with_.bare_str,
             now_micros(self.host.clock.seconds()), st.serialize(stanza)))
+        d.addErrback(self._lost, owner)
+        self.host.write_behind(origin, d)
         return sid
+
+    def _lost(self, failure: Any, owner: JID) -> None:
+        # The message itself was delivered or stored offline; only the archive misses it.
+        self.log.failure("archiving a message of {owner} failed", failure, owner=str(owner))
 
     # -- preferences (§6) -------------------------------------------------------------------------
     async def prefs(self, user: JID) -> Prefs:

@@ -43,11 +43,15 @@ def stored_form(message: Element, real: JID) -> str:
     return st.serialize(out)
 
 
-async def append(service: MucService, room: Room, sid: str, nick: str, message: Element,
-                 real: JID, stamp: int) -> None:
-    """Archive one room message; fires once committed (group commit under load)."""
-    await service.host.storage.archive.append(ArchiveRow(
+def append(service: MucService, room: Room, sid: str, nick: str, message: Element,
+           real: JID, stamp: int, origin: object) -> None:
+    """Archive one room message, written behind (Host.write_behind): the room broadcasts it
+    while the row commits with others; the sender's XEP-0198 acks wait for the commit."""
+    d = service.host.storage.archive.append(ArchiveRow(
         service.domain, room.name, sid, nick, stamp, stored_form(message, real)))
+    d.addErrback(lambda f: log.failure("archiving a message of {room} failed", f,
+                                       room=room.jid.bare_str))
+    service.host.write_behind(origin, d)
 
 
 def split_real_jid(message: Element) -> tuple[Element, str | None]:

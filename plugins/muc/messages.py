@@ -133,7 +133,7 @@ async def groupchat(service: MucService, room: Room, ev: H.StanzaEvent) -> None:
                                                          occ.nick, stamp)
         room.subject = Subject(text, occ.nick, stamp)
     if room.config.archiving and (body is not None or is_subject):
-        await mam.append(service, room, sid, occ.nick, out, frm, stamp)
+        mam.append(service, room, sid, occ.nick, out, frm, stamp, ev.origin)
     if room.destroyed:
         return
     if body is not None:
