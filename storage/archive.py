@@ -1,8 +1,13 @@
-"""Message archives (XEP-0313) for users and, later, MUC rooms: one row per archived stanza.
+"""Message archives (XEP-0313) for users and MUC rooms: one row per archived stanza.
 
 Paging is by the auto-increment row id, which follows arrival order; a time bound is first
 turned into an id bound through the (owner, created) index, so every page - with or without
 'with', 'start', 'end', RSM before/after - is one index range scan of at most max+1 rows.
+
+A row's stanza can be replaced in place (``replace``) by a XEP-0424/XEP-0425 tombstone: the
+entry keeps its archive id and place, only its content goes. A user's archive also keeps
+the client's message 'id' (``message_id``): XEP-0424 §5.1 names the message a one-to-one
+retraction applies to by that id, so ``by_message_id`` finds it through an index.
 """
 
 from __future__ import annotations
@@ -23,14 +28,16 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from storage.batch import BatchWriter
 from storage.schema import HOST, MYSQL, USER, USER_TABLES, BigText, metadata
 from storage.sql import Database
 
 T = TypeVar("T")
+MESSAGE_ID = 255  # longest message 'id' kept for retractions (an index key with host and user)
 
 archive = Table(
     "archive",
@@ -43,11 +50,14 @@ archive = Table(
     Column("with_jid", String(255), nullable=False),  # bare JID of the other party
     Column("created", BigInteger, nullable=False),  # unix microseconds
     Column("stanza", BigText, nullable=False),
+    # the message's 'id' attribute (user archives; None if absent or too long to index)
+    Column("message_id", String(MESSAGE_ID), nullable=True),
     Index("ix_archive_owner", "host", "username", "id"),
     Index("ix_archive_with", "host", "username", "with_jid", "id"),
     Index("ix_archive_time", "host", "username", "created"),
     Index("ix_archive_expiry", "host", "created"),
     Index("ux_archive_sid", "host", "username", "stanza_id", unique=True),
+    Index("ix_archive_msgid", "host", "username", "message_id"),  # 3 x 255 x 4 <= 3072 bytes
     **MYSQL,
 )
 USER_TABLES.append(archive)
@@ -70,6 +80,7 @@ class ArchiveRow:
     with_jid: str
     created: int
     stanza: str
+    message_id: str | None = None  # the stanza's 'id' (user archives), see by_message_id
 
 
 @dataclass
@@ -97,7 +108,9 @@ class UnknownId(LookupError):
 def _insert(conn: Connection, rows: list[ArchiveRow]) -> list[None]:
     conn.execute(insert(archive), [{
         "host": r.host, "username": r.username, "stanza_id": r.stanza_id,
-        "with_jid": r.with_jid, "created": r.created, "stanza": r.stanza} for r in rows])
+        "with_jid": r.with_jid, "created": r.created, "stanza": r.stanza,
+        "message_id": r.message_id if r.message_id and len(r.message_id) <= MESSAGE_ID
+        else None} for r in rows])
     return [None] * len(rows)
 
 
@@ -144,12 +157,58 @@ class ArchiveStore:
 
         return self._read(q)
 
+    def _write(self, fn: Callable[[Connection], T]) -> Deferred[T]:
+        """A change after the rows appended before it have committed (a purge must not
+        leave a row still in flight; a tombstone replaces a committed row)."""
+        flushed = self.flushed()
+        if flushed.called:
+            return self.db.write(fn)
+        return flushed.addCallback(lambda _: self.db.write(fn))
+
+    def get(self, host: str, username: str, stanza_id: str) -> Deferred[ArchivedMessage | None]:
+        """One entry by its archive id (XEP-0359 stanza id), or None."""
+
+        def q(conn: Connection) -> ArchivedMessage | None:
+            r = conn.execute(select(archive).where(
+                archive.c.host == host, archive.c.username == username,
+                archive.c.stanza_id == stanza_id)).first()
+            return None if r is None else _msg(r)
+
+        return self._read(q)
+
+    def by_message_id(self, host: str, username: str, with_jid: str, message_id: str,
+                      limit: int = 10) -> Deferred[list[ArchivedMessage]]:
+        """Entries of one conversation whose message 'id' is ``message_id``, newest first
+        (client ids are not unique: the caller picks among them)."""
+        if not message_id or len(message_id) > MESSAGE_ID:
+            return succeed([])
+
+        def q(conn: Connection) -> list[ArchivedMessage]:
+            rows = conn.execute(select(archive).where(
+                archive.c.host == host, archive.c.username == username,
+                archive.c.message_id == message_id, archive.c.with_jid == with_jid,
+            ).order_by(archive.c.id.desc()).limit(limit))
+            return [_msg(r) for r in rows]
+
+        return self._read(q)
+
+    def replace(self, host: str, username: str, stanza_id: str, stanza: str) -> Deferred[bool]:
+        """Replace the stanza of one entry (a tombstone), keeping its id, time and place;
+        False if there is no such entry. Fires once committed."""
+
+        def q(conn: Connection) -> bool:
+            return bool(conn.execute(update(archive).where(
+                archive.c.host == host, archive.c.username == username,
+                archive.c.stanza_id == stanza_id).values(stanza=stanza)).rowcount)
+
+        return self._write(q)
+
     def purge(self, host: str, username: str) -> Deferred[int]:
         def q(conn: Connection) -> int:
             return int(conn.execute(delete(archive).where(
                 archive.c.host == host, archive.c.username == username)).rowcount)
 
-        return self.db.write(q)
+        return self._write(q)
 
     def expire(self, host: str, before: int) -> Deferred[int]:
         """Delete a host's entries older than ``before`` (unix microseconds)."""
@@ -158,7 +217,7 @@ class ArchiveStore:
             return int(conn.execute(delete(archive).where(
                 archive.c.host == host, archive.c.created < before)).rowcount)
 
-        return self.db.write(q)
+        return self._write(q)
 
     def count(self, host: str, username: str) -> Deferred[int]:
         def q(conn: Connection) -> int:

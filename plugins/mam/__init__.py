@@ -3,6 +3,9 @@
 Every chat message a user sends (STANZA_OUTBOUND) or receives (STANZA_INBOUND) is archived
 once per archive, after blocking and other filters ran, and before it is delivered; the
 received copy carries the <stanza-id/> the archive knows it by. Queries page by that id.
+
+A XEP-0424 retraction turns the retracted message into a tombstone in the archives of both
+parties (retraction.py) before the retraction itself is archived and delivered.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from twisted.words.xish.domish import Element
 
 from plugins.hints import has_body, hint, message_type
 from plugins.mam import query as mq
+from plugins.mam import retraction as rt
 from storage.archive import ArchiveRow
 from xmppd import hooks as H
 from xmppd import stanza as st
@@ -26,6 +30,7 @@ from xmppd.jid import JID, JIDError
 from xmppd.plugin import Plugin
 from xmppd.timeutil import now_micros
 from xmppd.usercache import UserCache
+from xmppd.xmlstream import parse_fragment
 
 if TYPE_CHECKING:
     from plugins.roster import Roster
@@ -51,8 +56,11 @@ class Prefs:
 
 class Mam(Plugin):
     name = "mam"
-    specs = ("XEP-0313 1.1.3", "XEP-0359 0.7.0", "XEP-0059 1.0.0", "XEP-0297 1.0")
-    account_features = (mq.NS, mq.NS_EXTENDED, NS_SID)
+    specs = ("XEP-0313 1.1.3", "XEP-0359 0.7.0", "XEP-0059 1.0.0", "XEP-0297 1.0",
+             "XEP-0424 0.4.2 (tombstones in user archives)")
+    # XEP-0424 §2: a server that archives retractions advertises the namespace; §4: and
+    # tombstones (on the account, as in its Example 6).
+    account_features = (mq.NS, mq.NS_EXTENDED, NS_SID, rt.NS, rt.NS_TOMBSTONE)
     Options = Options
 
     def setup(self) -> None:
@@ -84,26 +92,41 @@ class Mam(Plugin):
 
     # -- archiving --------------------------------------------------------------------------------
     @staticmethod
-    def archivable(stanza: Element) -> bool:
-        """§5.1.1: messages of type chat/normal with a body (or a <store/> hint)."""
+    def archivable(stanza: Element, retraction: bool = False) -> bool:
+        """§5.1.1: messages of type chat/normal with a body (or a <store/> hint), and
+        XEP-0424 retractions ("The archiving service therefore MUST store the retraction
+        message", §5) even without their fallback body."""
         if stanza.name != "message" or message_type(stanza) not in ("chat", "normal"):
             return False
         if hint(stanza, "no-store") or hint(stanza, "no-permanent-store"):
             return False
-        return has_body(stanza) or hint(stanza, "store")
+        return retraction or has_body(stanza) or hint(stanza, "store")
+
+    @staticmethod
+    def retraction(stanza: Element) -> bool:
+        """A XEP-0424 retraction of a one-to-one message (one child scan per message)."""
+        return stanza.name == "message" and rt.retract_of(stanza) is not None and (
+            message_type(stanza) in ("chat", "normal"))
 
     async def sent(self, ev: H.StanzaEvent) -> bool:
-        if self.archivable(ev.stanza) and await self.wanted(ev.from_.bare, ev.to.bare):
-            sid = self.append(ev.from_.bare, ev.to.bare, ev.stanza, ev.origin)
+        s = ev.stanza
+        retraction = self.retraction(s)
+        if retraction:
+            await self.retract(ev.from_.bare, ev.from_.bare, ev.to.bare, s)
+        if self.archivable(s, retraction) and await self.wanted(ev.from_.bare, ev.to.bare):
+            sid = self.append(ev.from_.bare, ev.to.bare, s, ev.origin)
             if ev.to.bare == ev.from_.bare:
                 ev.extra["self_archived"] = sid  # a note to self: one entry, not two
         return False
 
     async def received(self, ev: H.StanzaEvent) -> bool:
         s = ev.stanza
-        if not self.archivable(s):
-            return False
         owner = ev.to.bare
+        retraction = self.retraction(s)
+        if retraction and "self_archived" not in ev.extra:
+            await self.retract(owner, ev.from_.bare, ev.from_.bare, s)
+        if not self.archivable(s, retraction):
+            return False
         # XEP-0359 §3.1: a stanza-id claiming to be ours that we did not add is removed.
         s.children = [c for c in s.children if not (
             isinstance(c, Element) and c.name == "stanza-id" and c.uri == NS_SID
@@ -125,7 +148,8 @@ class Mam(Plugin):
         sid = secrets.token_urlsafe(12)
         d = self.host.storage.archive.append(ArchiveRow(
             owner.domain, owner.local, sid, with_.bare_str,
-            now_micros(self.host.clock.seconds()), st.serialize(stanza)))
+            now_micros(self.host.clock.seconds()), st.serialize(stanza),
+            stanza.getAttribute("id")))
         d.addErrback(self._lost, owner)
         self.host.write_behind(origin, d)
         return sid
@@ -133,6 +157,30 @@ class Mam(Plugin):
     def _lost(self, failure: Any, owner: JID) -> None:
         # The message itself was delivered or stored offline; only the archive misses it.
         self.log.failure("archiving a message of {owner} failed", failure, owner=str(owner))
+
+    async def retract(self, owner: JID, author: JID, with_: JID, retraction: Element) -> None:
+        """XEP-0424: replace the retracted message in ``owner``'s archive by a tombstone.
+        §5.1: a one-to-one retraction names the message by its 'id'; §5: it "MUST only be
+        processed when both the original message and the retraction request are received
+        from the same bare-JID", so only a message ``author`` sent qualifies (the newest one,
+        should the client have reused the id). Nothing else happens to someone else's
+        message; the retraction is delivered and archived all the same (the recipient's
+        client decides, §5). A tombstone needs the retraction's own 'id' (§4)."""
+        target, rid = rt.target_id(retraction), retraction.getAttribute("id")
+        if (target is None or not rid or not self.host.is_local(owner.domain)
+                or owner.domain != self.host.domain):
+            return
+        archive = self.host.storage.archive
+        for entry in await archive.by_message_id(owner.domain, owner.local, with_.bare_str,
+                                                 target):
+            original = parse_fragment(entry.stanza)
+            if _bare(original.getAttribute("from")) != author.bare_str:
+                continue
+            if not rt.is_tombstone(original):
+                stamp = now_micros(self.host.clock.seconds())
+                await archive.replace(owner.domain, owner.local, entry.stanza_id,
+                                      st.serialize(rt.tombstone(original, rid, stamp)))
+            return
 
     # -- preferences (§6) -------------------------------------------------------------------------
     async def prefs(self, user: JID) -> Prefs:
@@ -246,3 +294,10 @@ class Mam(Plugin):
         n = await self.host.storage.archive.expire(self.host.domain, cutoff)
         if n:
             self.log.info("archive retention removed {n} entries", n=n)
+
+
+def _bare(jid: str | None) -> str | None:
+    try:
+        return JID.parse(jid).bare_str if jid else None
+    except JIDError:
+        return None

@@ -6,9 +6,10 @@ domain, its rooms and their occupants. One module per concern: room state and br
 (messages.py), roles and affiliations (roles.py, affiliations.py, admin.py), configuration
 (config.py, owner.py), history (history.py), invitations (invites.py), voice requests
 (voice.py), the room archive (mam.py, XEP-0313 on the room JID with XEP-0359 stanza ids),
-service discovery (disco.py), IQs (iq.py, including XEP-0410 self-ping) and flood control
-(limits.py). Occupants carry XEP-0421 occupant ids; nicknames follow the RFC 8266 Nickname
-profile, so look-alikes conflict (nicks.py). Persistent rooms are stored in
+service discovery (disco.py), IQs (iq.py, including XEP-0410 self-ping), flood control
+(limits.py) and retractions by moderators or authors (moderation.py, XEP-0425, XEP-0424).
+Occupants carry XEP-0421 occupant ids; nicknames follow the RFC 8266 Nickname profile, so
+look-alikes conflict (nicks.py). Persistent rooms are stored in
 ``storage.rooms`` and brought back at start.
 """
 
@@ -53,6 +54,8 @@ class Muc(Plugin):
     specs = ("XEP-0045 1.35.5", "XEP-0249 0.2 (direct invitations: nothing for the room to do)",
              "XEP-0410 1.1.0", "XEP-0421 1.0.0",
              "XEP-0313 1.1.3 (room archives)", "XEP-0359 0.7.0 (room stanza ids)",
+             "XEP-0424 0.4.2 (an author's retraction in rooms; room archive tombstones)",
+             "XEP-0425 0.3.0 (moderators retract room messages)",
              "RFC 8266 (room nicknames)")
     depends = ("disco",)
     Options = Options

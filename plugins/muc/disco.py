@@ -81,6 +81,7 @@ def room_features(room: Room) -> list[str]:
     c = room.config
     out = [ns.DISCO_INFO, ns.DISCO_ITEMS, ns.MUC, ns.STABLE_ID, ns.SELF_PING, ns.OCCUPANT_ID,
            ns.ROOMCONFIG, ns.ROOMINFO, ns.REQUEST, ns.SID, ns.PING,
+           ns.MODERATE, ns.RETRACT,  # XEP-0425 §2, XEP-0424 §2
            "muc_public" if c.public else "muc_hidden",
            "muc_persistent" if c.persistent else "muc_temporary",
            "muc_passwordprotected" if c.password_protected else "muc_unsecured",
@@ -88,7 +89,7 @@ def room_features(room: Room) -> list[str]:
            "muc_moderated" if c.moderated else "muc_unmoderated",
            "muc_nonanonymous" if c.non_anonymous else "muc_semianonymous"]
     if c.archiving:
-        out += [mq.NS, mq.NS_EXTENDED]  # XEP-0313 §7
+        out += [mq.NS, mq.NS_EXTENDED, ns.TOMBSTONE]  # XEP-0313 §7, XEP-0424 §4
     return out
 
 

@@ -5,6 +5,9 @@ archive after a restart, see mam.py). A joining client may narrow what it gets w
 ``<history maxchars maxstanzas seconds since/>``; the service sends "the smallest amount of
 traffic that meets any combination of the above criteria", complete stanzas only, oldest
 first, each stamped with a XEP-0203 delay whose 'from' is the room.
+
+Each entry knows its XEP-0359 stanza id and its author's real bare JID, so a retracted
+message leaves the history (XEP-0424 §5: "not replaying the message to new occupants").
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class HistoryEntry:
     stamp: int  # unix microseconds when the room received the message
     template: Template  # the message as reflected, with its <delay/>, without 'to'
     base_size: int  # characters of the stanza without a 'to' attribute
+    sid: str = ""  # the room's XEP-0359 stanza id of the message
+    author: str = ""  # the sender's real bare JID
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,12 @@ def with_delay(message: Element, room: str, stamp: int) -> Element:
     return out
 
 
-def history_entry(message: Element, room: str, stamp: int) -> HistoryEntry:
+def history_entry(message: Element, room: str, stamp: int, author: str = "") -> HistoryEntry:
     """A history entry for ``message`` as the room reflected it, stamped with <delay/>."""
+    sid = next((c.getAttribute("id", "") for c in st.children(message, "stanza-id", ns.SID)
+                if c.getAttribute("by") == room), "")
     tpl = Template(with_delay(message, room, stamp))
-    return HistoryEntry(stamp, tpl, len(st.serialize(tpl.to(""))))
+    return HistoryEntry(stamp, tpl, len(st.serialize(tpl.to(""))), sid, author)
 
 
 class History:
@@ -92,10 +99,20 @@ class History:
             kept = list(self.entries)[-limit:] if limit else []
             self.entries = deque(kept, maxlen=limit or None)
 
-    def add(self, message: Element, room: str, stamp: int) -> None:
+    def add(self, message: Element, room: str, stamp: int, author: str = "") -> None:
         if self.limit <= 0:
             return
-        self.entries.append(history_entry(message, room, stamp))
+        self.entries.append(history_entry(message, room, stamp, author))
+
+    def find(self, sid: str) -> HistoryEntry | None:
+        return next((e for e in self.entries if e.sid == sid), None)
+
+    def drop(self, sid: str) -> bool:
+        """Forget the message with this stanza id (retracted); True if it was here."""
+        entry = self.find(sid)
+        if entry is not None:
+            self.entries.remove(entry)
+        return entry is not None
 
     def replace(self, entries: Iterable[HistoryEntry]) -> None:
         self.entries = deque(entries, maxlen=self.limit or None)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.words.xish.domish import Element
 
 from plugins.mam import query as mq
-from plugins.muc import admin, disco, mam, ns, owner
+from plugins.muc import admin, disco, mam, moderation, ns, owner
 from plugins.muc import affiliations as A
 from xmppd import hooks as H
 from xmppd import stanza as st
@@ -100,6 +100,7 @@ ROOM: dict[tuple[str, str, str], RoomHandler] = {
     ("get", mq.NS, "query"): _mam_form,
     ("get", mq.NS, "metadata"): _mam_metadata,
     ("get", ns.PING, "ping"): _ping,
+    ("set", ns.MODERATE, "moderate"): moderation.moderate,
 }
 SERVICE: dict[tuple[str, str, str], ServiceHandler] = {
     ("get", ns.DISCO_INFO, "query"): disco.service_info,

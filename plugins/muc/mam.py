@@ -4,7 +4,9 @@ host = the MUC service and username = the room.
 Each stored stanza is the message as the room reflected it, without 'to', plus an
 ``<x xmlns='...muc#user'><item jid='real full JID'/></x>`` that results keep only for
 requesters who may see real JIDs (XEP-0313 §6.1.2 "MUC Archives"). The archive's 'with'
-is the sender's roomnick, so a query ``with`` an occupant JID finds what that nick said.
+is the sender's roomnick, so a query ``with`` an occupant JID finds what that nick said;
+the room's own messages (XEP-0425 moderation notices) have the empty roomnick, which no
+occupant has.
 After a restart the in-memory discussion history is rebuilt from the archive.
 """
 
@@ -22,7 +24,7 @@ from plugins.muc.history import HistoryEntry, history_entry
 from storage.archive import ArchiveQuery, ArchiveRow
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
-from xmppd.jid import JID
+from xmppd.jid import JID, JIDError
 from xmppd.logs import Logger
 from xmppd.xmlstream import parse_fragment
 
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
     from plugins.muc.service import MucService
 
 log = Logger(namespace="xmppd.plugins.muc")
-NO_MATCH = ""  # no archived message has an empty roomnick
+ROOM_NICK = ""  # the 'with' of the room's own messages: no occupant has an empty nick
+NO_MATCH = "\x01"  # no archived message has it: RFC 8266 nicknames exclude controls
 
 
 def stored_form(message: Element, real: JID) -> str:
@@ -52,6 +55,15 @@ def append(service: MucService, room: Room, sid: str, nick: str, message: Elemen
     d.addErrback(lambda f: log.failure("archiving a message of {room} failed", f,
                                        room=room.jid.bare_str))
     service.host.write_behind(origin, d)
+
+
+async def append_notice(service: MucService, room: Room, sid: str, message: Element,
+                        stamp: int) -> None:
+    """Archive a message from the room itself (no sender, no real JID)."""
+    out = st.shallow_copy(message)
+    out.attributes.pop("to", None)
+    await service.host.storage.archive.append(ArchiveRow(
+        service.domain, room.name, sid, ROOM_NICK, stamp, st.serialize(out)))
 
 
 def split_real_jid(message: Element) -> tuple[Element, str | None]:
@@ -96,10 +108,10 @@ async def _load(service: MucService, room: Room) -> None:
         page = await service.host.storage.archive.query(
             service.domain, room.name, ArchiveQuery(max=limit, last_page=True))
         for msg in page.messages:
-            el, _ = split_real_jid(parse_fragment(msg.stanza))
+            el, real = split_real_jid(parse_fragment(msg.stanza))
             if st.child(el, "body", st.NS_CLIENT) is None:
-                continue  # subject changes are archived but are not history (§7.2.13)
-            entries.append(history_entry(el, room.jid.bare_str, msg.created))
+                continue  # subject changes, tombstones, notices are not history (§7.2.13)
+            entries.append(history_entry(el, room.jid.bare_str, msg.created, _bare(real)))
     if not room.history_loaded:
         room.history.replace(entries + list(room.history.entries))
         room.history_loaded = True
@@ -175,3 +187,10 @@ async def metadata(service: MucService, room: Room, requester: JID) -> Element:
 def form(room: Room, requester: JID) -> Element:
     check_access(room, requester)
     return mq.query_form()
+
+
+def _bare(jid: str | None) -> str:
+    try:
+        return JID.parse(jid).bare_str if jid else ""
+    except JIDError:
+        return ""

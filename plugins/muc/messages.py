@@ -3,7 +3,8 @@ and the message-borne protocols: invitations (invites.py), voice requests (voice
 
 A reflected groupchat message carries the client's 'id' (§7.4, muc#stable_id), a XEP-0359
 <stanza-id by='room'/> under which the room archive keeps it, and the sender's XEP-0421
-<occupant-id/>. It is archived (and committed) before it is reflected.
+<occupant-id/>. It is archived (and committed) before it is reflected. A XEP-0424
+retraction first turns the retracted message into a tombstone (moderation.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from plugins.hints import chat_state_only, message_type
-from plugins.muc import invites, mam, ns, voice
+from plugins.muc import invites, mam, moderation, ns, voice
 from plugins.muc import roles as R
 from plugins.muc.fanout import Template
 from plugins.muc.occupant import Occupant
@@ -122,8 +123,10 @@ async def groupchat(service: MucService, room: Room, ev: H.StanzaEvent) -> None:
     check_limits(service, room, occ, s)
     if not room.history_loaded:
         await mam.load_history(service, room)
+    msg_id = s.getAttribute("id") or service.new_id()
+    retraction = await moderation.own_retraction(service, room, occ, s, msg_id)
     sid = secrets.token_urlsafe(12)
-    out = reflected(room, occ, s, "groupchat", sid, s.getAttribute("id") or service.new_id())
+    out = reflected(room, occ, s, "groupchat", sid, msg_id)
     stamp = service.now_micros()
     if is_subject:
         assert subject is not None
@@ -132,12 +135,12 @@ async def groupchat(service: MucService, room: Room, ev: H.StanzaEvent) -> None:
             await service.host.storage.rooms.set_subject(service.domain, room.name, text,
                                                          occ.nick, stamp)
         room.subject = Subject(text, occ.nick, stamp)
-    if room.config.archiving and (body is not None or is_subject):
+    if room.config.archiving and (body is not None or is_subject or retraction):
         mam.append(service, room, sid, occ.nick, out, frm, stamp, ev.origin)
     if room.destroyed:
         return
     if body is not None:
-        room.history.add(out, room.jid.bare_str, stamp)
+        room.history.add(out, room.jid.bare_str, stamp, frm.bare_str)
     room.broadcast(Template(out, serialize=not chat_state_only(out)))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from plugins import disco, ping
-from plugins.mam import NS_SID
+from plugins.mam import NS_SID, retraction
 from plugins.mam.query import NS_RSM
 
 MUC: Final = "http://jabber.org/protocol/muc"
@@ -26,6 +26,14 @@ DISCO_INFO: Final = disco.NS_INFO
 DISCO_ITEMS: Final = disco.NS_ITEMS
 RSM: Final = NS_RSM
 CONFERENCE: Final = "jabber:x:conference"  # XEP-0249
+RETRACT: Final = retraction.NS  # XEP-0424
+TOMBSTONE: Final = retraction.NS_TOMBSTONE  # XEP-0424 §4
+MODERATE: Final = "urn:xmpp:message-moderate:1"  # XEP-0425 0.3.0
+# XEP-0425 0.2.1, which 0.3.0 replaced: clients that only know it recognise the moderation
+# notice by an <apply-to/> (XEP-0422) around <moderated/>.
+FASTEN: Final = "urn:xmpp:fasten:0"
+MODERATE_0: Final = "urn:xmpp:message-moderate:0"
+RETRACT_0: Final = "urn:xmpp:message-retract:0"
 
 # XEP-0045 §15.6 (status code registry): the codes this service sends.
 NON_ANONYMOUS: Final = 100  # entering: any occupant may see the user's full JID
