@@ -9,6 +9,7 @@ import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,6 +210,37 @@ def test_bad_peers_get_stream_errors_and_others_carry_on(pair: Pair, tmp_path: P
 
         # Meanwhile the real federation between a.test and b.test never noticed.
         await exchange(ca_, cb, "still here")
+        await ca_.close()
+        await cb.close()
+
+    run(body(), timeout=120)
+
+
+def test_remote_users_cannot_use_in_band_registration(pair: Pair, tmp_path: Path) -> None:
+    """A user of another server has no account here: XEP-0077 cancellation and password
+    change from over federation get <forbidden/> (§3.2 table). Found by tests/fuzz: the
+    cancellation went on to delete the account of the remote JID, which raised (a traceback
+    and an internal-server-error reply)."""
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatchXPath
+
+    async def body() -> None:
+        ca_, cb = await conversation(pair)
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        cb.register_handler(Callback("register answers", MatchXPath("{jabber:client}iq"),
+                                     answers.put_nowait))
+        raw = await authenticated_peer(pair, tmp_path)
+        for i, payload in enumerate(("<remove/>", "<username>bob</username>"
+                                     "<password>new</password>")):
+            # From bob's real session on b.test: a.test's answer reaches him over b.test.
+            await raw.send(f"<iq type='set' id='reg{i}' from='{cb.boundjid}' to='{A}'>"
+                           f"<query xmlns='jabber:iq:register'>{payload}</query></iq>")
+            got = await asyncio.wait_for(answers.get(), 15)
+            assert got["id"] == f"reg{i}" and got["type"] == "error", got
+            assert got["error"]["condition"] == "forbidden", got
+        raw.close()
+        assert "Traceback" not in pair.a.log()
+        await exchange(ca_, cb, "still registered")
         await ca_.close()
         await cb.close()
 
