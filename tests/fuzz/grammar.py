@@ -79,8 +79,7 @@ class Gen:
         r = self.r
         if self.odd():
             return r.choice(INTERESTING_TEXT)
-        return "".join(r.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(
-            r.randint(1, 10)))
+        return "".join(r.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=r.randint(1, 10)))
 
     def text(self) -> str:
         """Element text, already escaped, possibly with entities, char refs and CDATA."""

@@ -26,6 +26,7 @@ from tests.fuzz.world import World
 
 SLOW_MS = 50.0  # an input that takes longer (best of three runs) is a finding ...
 SLOW_NS_PER_BYTE = 100.0  # ... beyond this much per input byte (a linear pass over large input)
+SLOW_MS_PER_ELEMENT = 2.0  # ... and per stanza handled (a storage round trip or two each)
 MEMORY_BYTES = 8 << 20  # traced peak of one connection above this (plus 4x its input) is one
 TIMER_SLACK = 8  # pending clock calls allowed above the idle server's after a drain
 
@@ -57,7 +58,7 @@ class Stats:
 
 
 class Fuzzer:
-    def __init__(self, out_dir: Path | None = None, recycle: int = 5000, drain_every: int = 250,
+    def __init__(self, out_dir: Path | None = None, recycle: int = 5000, drain_every: int = 1000,
                  mem_every: int = 500, minimise: bool = True,
                  log: Callable[[str], None] = print) -> None:
         self.out_dir = out_dir
@@ -73,6 +74,11 @@ class Fuzzer:
 
     # -- one case -------------------------------------------------------------------------
     def run_case(self, case: Case, world: World | None = None) -> tuple[list[Finding], float]:
+        findings, ms, _elements = self.run_counted(case, world)
+        return findings, ms
+
+    def run_counted(self, case: Case, world: World | None = None
+                    ) -> tuple[list[Finding], float, int]:
         w = world or self.world
         with self.capture:
             # CPU time of this process: other processes on a busy machine do not count.
@@ -80,7 +86,7 @@ class Fuzzer:
             outcome = w.run(case.mode, case.chunks)
             elapsed = (time.process_time() - t0) * 1000
             logged = self.capture.take()
-        return check(outcome, logged), elapsed
+        return check(outcome, logged), elapsed, outcome.elements
 
     def fuzz(self, seed: int, indices: range, progress: Callable[[Stats], None] | None = None,
              time_limit: float | None = None) -> Stats:
@@ -109,7 +115,7 @@ class Fuzzer:
         if traced:
             tracemalloc.start()
         try:
-            findings, ms = self.run_case(case)
+            findings, ms, elements = self.run_counted(case)
         finally:
             if traced:
                 _, peak = tracemalloc.get_traced_memory()
@@ -119,13 +125,14 @@ class Fuzzer:
             if peak > MEMORY_BYTES + 4 * case.size:
                 findings.append(Finding("memory", f"traced peak {peak} bytes for a "
                                         f"{case.size}-byte input"))
-        bound = SLOW_MS + case.size * SLOW_NS_PER_BYTE / 1e6
+        bound = SLOW_MS + case.size * SLOW_NS_PER_BYTE / 1e6 + elements * SLOW_MS_PER_ELEMENT
         if ms > bound:
             # Re-run twice (other processes share the machine; a GC pass may land here).
             best = min([ms] + [self.run_case(case)[1] for _ in range(2)])
             if best > bound:
-                findings.append(Finding("slow", f"{best:.1f} ms (best of 3) for a "
-                                        f"{case.size}-byte {case.mode} input"))
+                findings.append(Finding("slow", f"{best:.1f} ms of CPU (best of 3) for a "
+                                        f"{case.size}-byte {case.mode} input of "
+                                        f"{elements} elements"))
             ms = best
         stats.inputs += 1
         stats.by_mode[case.mode] = stats.by_mode.get(case.mode, 0) + 1

@@ -11,6 +11,7 @@ out the connection's timers, and returns what the server wrote.
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from federation import manager as fed_manager
 from federation.inbound import S2SInStream
 from federation.outbound import ConnectFailure
 from federation.verify import ChainResult, PeerCertificate
+from storage.base import Credentials
 from xmppd.accounts import derive
 from xmppd.c2s import C2SSession
 from xmppd.config import from_dict
@@ -182,10 +184,24 @@ class FuzzS2SManager(fed_manager.S2SManager):
 
 
 class _InlineThreads:
+    """Runs 'threaded' work inline. PBKDF2 of a PLAIN login is remembered per (password,
+    verifier): the bound states log in on every case, and the check itself is unchanged."""
+
     @staticmethod
     def deferToThread(f: Callable[..., Any], *args: Any, **kw: Any  # noqa: N802
                       ) -> defer.Deferred[Any]:
+        if f is xmppd.accounts.check_password and not kw:
+            password, creds = args
+            return defer.succeed(_checked(password, creds.mechanism, creds.salt,
+                                          creds.iterations, creds.stored_key))
         return defer.maybeDeferred(f, *args, **kw)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked(password: str, mechanism: str, salt: bytes, iterations: int, stored: bytes
+             ) -> bool:
+    return xmppd.accounts.check_password(password, Credentials(
+        mechanism, salt, iterations, stored, b""))
 
 
 _REMOTE_CERT: list[Any] = []
@@ -214,6 +230,7 @@ class Outcome:
     prefix_writes: int  # how many of ``writes`` answered the harness's own prefix
     echoable: bytes = b""  # the input: what the server may legitimately echo or archive
     max_pending_bytes: int = 0  # most input held for one unfinished element, stream still open
+    elements: int = 0  # top-level elements (or WebSocket messages) the session handled
     exceptions: list[str] = field(default_factory=list)
     closed_by_server: bool = False
     tls_starts: int = 0
@@ -288,6 +305,7 @@ class World:
         # Let delayed replies (throttled SASL failures, timeouts) and close timers run.
         for step in (0, 1, 1, 2, 4, 8, 16, 32):
             self.clock.advance(step)
+        out.elements = progress.count if progress is not None else len(chunks)
         out.closed_by_server = transport.lost or transport.aborted
         if not proto.closed:
             try:
@@ -364,6 +382,7 @@ class _Progress:
 
     def __init__(self, proto: Any) -> None:
         self.done = False
+        self.count = 0
         for name in ("element_received", "stream_started"):
             original = getattr(proto, name)
             setattr(proto, name, self._wrap(original))
@@ -371,6 +390,7 @@ class _Progress:
     def _wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def wrapped(*args: Any) -> Any:
             self.done = True
+            self.count += 1
             return original(*args)
 
         return wrapped
