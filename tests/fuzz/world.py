@@ -278,10 +278,7 @@ class World:
         transport = RecordingTransport(f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}")
         proto, feed = self._connect(mode, transport)
         out = Outcome(mode, transport.writes, 0, b"".join(chunks))
-        try:
-            self._prefix(mode, proto, feed, transport)
-        except HarnessError:
-            raise
+        self._prefix(mode, proto, feed, transport)  # HarnessError if the state is not reached
         out.prefix_writes = len(transport.writes)
         progress = _Progress(proto) if not mode.startswith("ws") else None
         fed = boundary = 0
