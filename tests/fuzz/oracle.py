@@ -110,13 +110,13 @@ def check(outcome: Outcome, logged: list[str]) -> list[Finding]:
             "utf-8", "replace")))
     if outcome.mode.startswith("ws"):
         for w in outcome.writes:
-            problem = _ws_message_problem(w)
+            problem = _ws_message_problem(w, outcome.bound)
             if problem:
                 found.append(Finding("bad-output", f"{problem}: {w[:600]!r}"))
     else:
         content = "jabber:server" if outcome.mode.startswith("s2s") else "jabber:client"
         for doc in _documents(outcome.writes):
-            problem = _stream_problem(doc, content)
+            problem = _stream_problem(doc, content, outcome.bound)
             if problem:
                 found.append(Finding("bad-output", f"{problem}: {doc[-1500:]!r}"))
     return found
@@ -132,7 +132,19 @@ def _documents(writes: list[bytes]) -> list[bytes]:
     return [b"".join(d) for d in docs]
 
 
-def _stream_problem(doc: bytes, content_ns: str) -> str:
+def _misaddressed(local: str, attrs: dict[str, str], bound: str) -> str:
+    """A stanza written to a client's stream must be for that client's account: 'to' is
+    absent or names its bare JID, with its resource or another (a message stored offline
+    for a resource since gone is delivered as addressed, RFC 6121 §8.5.3.2.1)."""
+    to = attrs.get("to")
+    if not bound or local not in STANZAS or to is None:
+        return ""
+    if to.split("/", 1)[0] == bound.split("/", 1)[0]:
+        return ""
+    return f"{local} to {to!r} written to the stream of {bound!r}"
+
+
+def _stream_problem(doc: bytes, content_ns: str, bound: str = "") -> str:
     depth = 0
     problems: list[str] = []
 
@@ -145,6 +157,9 @@ def _stream_problem(doc: bytes, content_ns: str) -> str:
             uri, _, local = name.rpartition(SEP)
             if local in STANZAS and uri != content_ns:
                 problems.append(f"stanza {local} in namespace {uri!r}, not {content_ns!r}")
+            wrong = _misaddressed(local, attrs, bound)
+            if wrong:
+                problems.append(wrong)
 
     def end(name: str) -> None:
         nonlocal depth
@@ -160,15 +175,19 @@ def _stream_problem(doc: bytes, content_ns: str) -> str:
     return "; ".join(problems[:3])
 
 
-def _ws_message_problem(msg: bytes) -> str:
+def _ws_message_problem(msg: bytes, bound: str = "") -> str:
     roots: list[str] = []
     depth = 0
+    wrong: list[str] = []
 
     def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal depth
         depth += 1
         if depth == 1:
             roots.append(name)
+            problem = _misaddressed(name.rpartition(SEP)[2], attrs, bound)
+            if problem:
+                wrong.append(problem)
 
     def end(name: str) -> None:
         nonlocal depth
@@ -183,6 +202,8 @@ def _ws_message_problem(msg: bytes) -> str:
         return f"message not one well-formed document ({exc})"
     if len(roots) != 1:
         return f"message has {len(roots)} root elements"
+    if wrong:
+        return wrong[0]
     uri, _, local = roots[0].rpartition(SEP)
     if local in STANZAS and uri != "jabber:client":
         return f"stanza {local} in namespace {uri!r}"

@@ -231,6 +231,7 @@ class Outcome:
     echoable: bytes = b""  # the input: what the server may legitimately echo or archive
     max_pending_bytes: int = 0  # most input held for one unfinished element, stream still open
     elements: int = 0  # top-level elements (or WebSocket messages) the session handled
+    bound: str = ""  # the full JID a client stream bound (its stanzas must be for it)
     exceptions: list[str] = field(default_factory=list)
     closed_by_server: bool = False
     tls_starts: int = 0
@@ -303,6 +304,7 @@ class World:
         for step in (0, 1, 1, 2, 4, 8, 16, 32):
             self.clock.advance(step)
         out.elements = progress.count if progress is not None else len(chunks)
+        out.bound = getattr(proto, "jid_str", "")
         out.closed_by_server = transport.lost or transport.aborted
         if not proto.closed:
             try:
