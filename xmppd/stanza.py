@@ -140,8 +140,8 @@ def shallow_copy(el: Element) -> Element:
 
 _TEXT_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _ATTR_ESCAPE = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
-     "\r": "&#13;"}
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;", "\t": "&#9;",
+     "\n": "&#10;", "\r": "&#13;"}
 )
 
 
@@ -155,8 +155,11 @@ def escape_text(value: str) -> str:
 
 
 def escape_attr(value: str) -> str:
-    if ("&" in value or "<" in value or ">" in value or '"' in value or "\t" in value
-            or "\n" in value or "\r" in value):
+    """For an attribute value in either quote: the serializer writes double quotes, stream
+    headers and dialback elements single ones, around values a peer chose (xml:lang, a
+    resource, a dialback id)."""
+    if ("&" in value or "<" in value or ">" in value or '"' in value or "'" in value
+            or "\t" in value or "\n" in value or "\r" in value):
         return value.translate(_ATTR_ESCAPE)
     return value
 

@@ -108,6 +108,24 @@ def test_bad_stream_header(srv: ServerProcess, header: str, condition: str) -> N
     run(body())
 
 
+def test_header_values_with_apostrophes_are_escaped(srv: ServerProcess) -> None:
+    """The header we answer with repeats the client's xml:lang and 'from' in single quotes
+    (RFC 6120 §4.7.4, §4.7.1); an apostrophe in them ended our attribute early: a header
+    that is not well-formed, with attributes the client chose (found by tests/fuzz)."""
+    async def body() -> None:
+        raw = await RawStream.open(srv.c2s_port)
+        features = await raw.open_stream(raw=(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream="
+            "'http://etherx.jabber.org/streams' to='localhost' version='1.0' "
+            "xml:lang=\"en' evil='1\" from=\"someone@localhost/it's\">"))
+        assert features.tag == "{http://etherx.jabber.org/streams}features"
+        assert raw.header is not None
+        assert raw.header["{http://www.w3.org/XML/1998/namespace}lang"] == "en' evil='1"
+        assert raw.header["to"] == "someone@localhost/it's" and "evil" not in raw.header
+
+    run(body())
+
+
 def test_stanza_too_large_is_policy_violation(srv: ServerProcess) -> None:
     async def body() -> None:
         other = await bystander(srv)
