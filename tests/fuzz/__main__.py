@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         def progress(s: Stats) -> None:
             print(f"... {s.inputs} inputs, {s.inputs / max(s.seconds, 1e-9):.0f}/s, "
                   f"{len(s.findings)} finding(s)", flush=True)
+            s.save(args.out / "stats.json")
 
         stats = fz.fuzz(args.seed, range(args.inputs), progress, limit)
     _summary(stats)

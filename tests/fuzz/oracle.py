@@ -37,12 +37,15 @@ MEASURED = frozenset(("unbounded-buffer", "slow", "memory", "timers"))  # one de
 class Finding:
     kind: str  # exception, log-failure, internal-error, bad-output, slow, memory, timers
     detail: str
+    key: str = ""  # what identifies the defect when no traceback does (bad-output)
 
     @property
     def signature(self) -> str:
         """What identifies the defect (for de-duplication): kind and the innermost frame."""
         if self.kind in MEASURED:
             return self.kind
+        if self.key:
+            return f"{self.kind}: {self.key}"
         lines = [ln.strip() for ln in self.detail.splitlines() if ln.strip()]
         frames = [ln for ln in lines if ln.startswith('File "')]
         last = lines[-1] if lines else ""
@@ -112,14 +115,27 @@ def check(outcome: Outcome, logged: list[str]) -> list[Finding]:
         for w in outcome.writes:
             problem = _ws_message_problem(w, outcome.bound)
             if problem:
-                found.append(Finding("bad-output", f"{problem}: {w[:600]!r}"))
+                found.append(Finding("bad-output", f"{problem}: {w[:600]!r}",
+                                     "ws " + _key(problem, w)))
     else:
         content = "jabber:server" if outcome.mode.startswith("s2s") else "jabber:client"
         for doc in _documents(outcome.writes):
             problem = _stream_problem(doc, content, outcome.bound)
             if problem:
-                found.append(Finding("bad-output", f"{problem}: {doc[-1500:]!r}"))
+                found.append(Finding("bad-output", f"{problem}: {doc[-1500:]!r}",
+                                     outcome.mode.split("-")[0] + " " + _key(problem, doc)))
     return found
+
+
+def _key(problem: str, doc: bytes) -> str:
+    """The kind of problem without positions, and the element it was found in."""
+    general = re.sub(r"[0-9]+", "N", problem.split(":", 1)[0].split(" to ", 1)[0])
+    where = re.search(r"column ([0-9]+)", problem)
+    if where and "line 1," in problem:
+        start = doc.rfind(b"<", 0, int(where.group(1)) + 1)
+        tag = doc[start:start + 40].split(b" ", 1)[0].split(b">", 1)[0]
+        return f"{general} in {tag.decode('utf-8', 'replace')}"
+    return general
 
 
 def _documents(writes: list[bytes]) -> list[bytes]:

@@ -9,8 +9,10 @@ reproduced there.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
+import json
 import multiprocessing
 import resource
 import time
@@ -42,6 +44,13 @@ class Stats:
     peak_rss_kib: int = 0
     peak_traced: int = 0
     max_pending_calls: int = 0
+
+    def save(self, path: Path) -> None:
+        """A snapshot on disk, so that an interrupted long run still has its figures."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1, default=str))
+        tmp.replace(path)
 
     def merge(self, other: Stats) -> None:
         self.inputs += other.inputs
@@ -250,13 +259,16 @@ def _job(args: tuple[int, int, int, int, str | None, float | None, Any]) -> Stat
 
     def progress(stats: Stats) -> None:
         queue.put((job, stats.inputs, len(stats.findings)))
+        if out_dir:
+            stats.peak_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            stats.save(Path(out_dir) / f"stats-job{job}.json")
 
     def log(text: str) -> None:
         print(f"[job {job}] {text}", flush=True)
 
     fz = Fuzzer(Path(out_dir) if out_dir else None, log=log)
     stats = fz.fuzz(seed, range(job, total, jobs), progress, time_limit)
-    queue.put((job, stats.inputs, len(stats.findings)))
+    progress(stats)
     return stats
 
 
