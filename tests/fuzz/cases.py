@@ -174,7 +174,7 @@ def generate(rng: random.Random, mode: str) -> list[str]:
             elif k < 0.6:
                 units.append(g.el("iq", "jabber:client" if ws else None,
                                   {"type": r.choice(["get", "set"]), "id": g.ident()},
-                                  g._register()[2]))
+                                  g.registration()))
             elif k < 0.65:
                 units.append(g.el("starttls", NS["tls"]))
             elif k < 0.7:

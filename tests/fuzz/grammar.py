@@ -384,6 +384,10 @@ class Gen:
                           "<x xmlns='jabber:iq:private'/>", "", "<a/><b/>", "<n xmlns=''/>"])
         return r.choice(["get", "set"]), "none", self.el("query", NS["private"], children=inner)
 
+    def registration(self) -> str:
+        """A XEP-0077 payload (allowed before authentication)."""
+        return self._register()[2]
+
     def _register(self) -> tuple[str, str, str]:
         r = self.r
         if r.random() < 0.3:

@@ -234,7 +234,6 @@ class Outcome:
     bound: str = ""  # the full JID a client stream bound (its stanzas must be for it)
     exceptions: list[str] = field(default_factory=list)
     closed_by_server: bool = False
-    tls_starts: int = 0
 
 
 class World:
@@ -273,8 +272,7 @@ class World:
         self.baseline_calls = len(self.clock.getDelayedCalls())
 
     # -- one case ----------------------------------------------------------------------------
-    def run(self, mode: str, chunks: list[bytes], on_step: Callable[[], None] | None = None
-            ) -> Outcome:
+    def run(self, mode: str, chunks: list[bytes]) -> Outcome:
         n = next(self._ips)
         transport = RecordingTransport(f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}")
         proto, feed = self._connect(mode, transport)
@@ -298,8 +296,6 @@ class World:
                     boundary = fed
                 elif not (proto.closed or transport.lost or transport.aborted):
                     out.max_pending_bytes = max(out.max_pending_bytes, fed - boundary)
-            if on_step is not None:
-                on_step()
         # Let delayed replies (throttled SASL failures, timeouts) and close timers run.
         for step in (0, 1, 1, 2, 4, 8, 16, 32):
             self.clock.advance(step)
@@ -313,7 +309,6 @@ class World:
             except Exception as exc:
                 out.exceptions.append(_describe(exc))
         self.clock.advance(0)
-        out.tls_starts = transport.tls_starts
         return out
 
     def drain(self, seconds: float = 4000.0) -> None:
