@@ -15,6 +15,8 @@ from __future__ import annotations
 import random
 import sys
 
+RECYCLE = 20000  # inputs per in-process server
+
 
 def main(libfuzzer_args: list[str], seed: int) -> None:
     import atheris
@@ -31,7 +33,7 @@ def main(libfuzzer_args: list[str], seed: int) -> None:
             if mod.startswith("plugins."):
                 __import__(mod)
 
-    world = World()
+    worlds = [World()]
     capture = LogCapture()
     capture.__enter__()
     runs = [0]
@@ -41,6 +43,7 @@ def main(libfuzzer_args: list[str], seed: int) -> None:
         if case is None:
             return
         runs[0] += 1
+        world = worlds[0]
         out = world.run(case.mode, case.chunks)
         # Time and memory are measured by the plain engine (instrumentation distorts both);
         # known findings (tests/fuzz/known.py) would stop libFuzzer at the first one.
@@ -50,6 +53,10 @@ def main(libfuzzer_args: list[str], seed: int) -> None:
             raise AssertionError("\n\n".join(f"{f.signature}\n{f.detail}" for f in findings))
         if runs[0] % 5000 == 0:
             world.drain()
+        if runs[0] % RECYCLE == 0:
+            # Archives and offline stores grow with every input: a new server now and then
+            # keeps memory bounded (as in the plain engine).
+            worlds[0] = World()
 
     def custom_mutator(data: bytes, max_size: int, mseed: int) -> bytes:
         r = random.Random(mseed)
