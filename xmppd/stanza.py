@@ -200,9 +200,13 @@ def _write(el: Element, parent_ns: str | None, content_ns: str | None, out: list
                 continue
             if extra is None:
                 extra = {}
-            prefix = extra.setdefault(uri, f"ns{len(extra)}")
-            out.append(f' xmlns:{prefix}="{escape_attr(uri)}"'
-                       f' {prefix}:{local}="{escape_attr(value)}"')
+            prefix = extra.get(uri)
+            if prefix is None:
+                # Declared once per element: a second xmlns:nsN for the next attribute in
+                # the same namespace would be a duplicate attribute (not well-formed).
+                prefix = extra[uri] = f"ns{len(extra)}"
+                out.append(f' xmlns:{prefix}="{escape_attr(uri)}"')
+            out.append(f' {prefix}:{local}="{escape_attr(value)}"')
         else:
             out.append(f' {key}="{escape_attr(value)}"')
     kids = el.children

@@ -126,6 +126,24 @@ def test_header_values_with_apostrophes_are_escaped(srv: ServerProcess) -> None:
     run(body())
 
 
+def test_attributes_sharing_a_foreign_namespace(srv: ServerProcess) -> None:
+    """Two attributes of one element in the same non-default namespace: the serializer
+    declared the prefix once per attribute, a duplicate attribute that broke the stream of
+    whoever received the stanza (found by tests/fuzz). Both arrive, declared once."""
+    async def body() -> None:
+        a, b = await logged_in(srv), await logged_in(srv)
+        await a.send(f"<message to='{b.jid}' type='chat'><body>x</body>"
+                     "<x xmlns='urn:example:x' xmlns:f='urn:example:f' f:one='1' f:two='2'"
+                     " xmlns:g='urn:example:g' g:three='3'/></message>")
+        msg = await b.read_until(lambda el: el.tag == "{jabber:client}message")
+        x = msg.find("{urn:example:x}x")
+        assert x is not None
+        assert (x.get("{urn:example:f}one"), x.get("{urn:example:f}two"),
+                x.get("{urn:example:g}three")) == ("1", "2", "3")
+
+    run(body())
+
+
 def test_stanza_too_large_is_policy_violation(srv: ServerProcess) -> None:
     async def body() -> None:
         other = await bystander(srv)
