@@ -348,13 +348,12 @@ def make_case(seed: int, index: int, mutation_rate: float = 0.5) -> Case:
                 else:
                     ops.append("ws-drop")
                     del units[i]
-            chunks = units
-            units = _capped(units)
+            chunks = _capped(units)
         else:
             data = b"".join(units)
             for _ in range(count):
                 data = mutate(r, data, donor, ops)[:MAX_CASE]
             chunks = chunk_stream(r, data, [])
     else:
-        chunks = units if is_ws(mode) else chunk_stream(r, b"".join(units), units)
+        chunks = _capped(units) if is_ws(mode) else chunk_stream(r, b"".join(units), units)
     return Case(mode, chunks, {"seed": seed, "index": index, "ops": ops})
