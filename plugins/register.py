@@ -303,9 +303,13 @@ def _ip(session: Session | None) -> str:
 
 def _own(req: IqRequest) -> JID:
     """The requester's account, for IQs to the domain (§3.3 example) or to one's own account
-    (no 'to', §3.2 scenario 1); another user's account is forbidden."""
+    (no 'to', §3.2 scenario 1); another user's account, or a remote user, is forbidden."""
     if req.from_ is None:
         raise StanzaError("unexpected-request")  # §3.2/§3.3 tables: not registered
+    if req.from_.domain != req.host.domain:
+        # A user of another server (over federation) has no account here to change or
+        # cancel: "the sender does not have sufficient permissions" (§3.2 table).
+        raise StanzaError("forbidden", text="not an account of this server")
     if req.to is not None and req.to.local and req.to.bare != req.from_.bare:
         raise StanzaError("forbidden")
     return req.from_.bare

@@ -343,7 +343,13 @@ class StreamManagement(Plugin):
             to = stanza.getAttribute("to")
             if to and frm:
                 ev = H.StanzaEvent(stanza, JID.parse(frm), JID.parse(to).bare, None)
-                if await self.host.hooks.fire(H.MESSAGE_UNDELIVERED, ev):
+                try:
+                    if await self.host.hooks.fire(H.MESSAGE_UNDELIVERED, ev):
+                        return
+                except StanzaError as err:
+                    # Offline storage refused it (a no-store hint, a full queue): the sender
+                    # gets that error, and the rest of the queue is still rescued.
+                    await self.host.bounce(stanza, err)
                     return
                 await self.host.bounce(stanza, StanzaError("recipient-unavailable"))
         elif stanza.name == "iq" and stanza.getAttribute("type") in ("get", "set"):

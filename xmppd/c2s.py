@@ -194,6 +194,12 @@ class C2SSession(OrderedXmlStream):
             else:
                 self.stream_error(StreamError("unsupported-stanza-type"))
             return None
+        if not self.host:
+            # No stream yet: over TCP the parser cannot deliver an element before the header,
+            # but a WebSocket message can come before <open/> (RFC 7395 §3.4 makes <open/>
+            # the first message). Nothing is authenticated (RFC 6120 §4.9.3.12).
+            self.stream_error(StreamError("not-authorized", "open the stream first"))
+            return None
         if not self.tls_active and self.can_starttls and not self.username:
             # Only before SASL: RFC 6120 §5.3.1 puts TLS negotiation first; once a plain stream
             # is authenticated (TLS optional) the restarted stream goes on to binding.

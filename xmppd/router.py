@@ -102,6 +102,12 @@ class Router:
                 reply.attributes["from"] = sender.domain  # the 'to' was not a JID at all
         try:
             await self._route(reply, None)
+        except StanzaError as err:
+            # The reply itself cannot go (its recipient's server is unreachable or in back-off,
+            # a queue is full): an error is never answered with an error (RFC 6120 §8.3.1),
+            # so it is dropped; a failure of the route, not a defect worth a traceback.
+            log.info("error reply {stanza} not delivered: {condition}", stanza=_brief(reply),
+                     condition=err.condition)
         except Exception:
             log.failure("could not deliver error reply {stanza}", stanza=_brief(reply))
 

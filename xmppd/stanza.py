@@ -150,8 +150,8 @@ _NO_DEFAULT: Final = "\x00"  # a default namespace no element has: children decl
 
 _TEXT_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _ATTR_ESCAPE = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
-     "\r": "&#13;"}
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;", "\t": "&#9;",
+     "\n": "&#10;", "\r": "&#13;"}
 )
 
 
@@ -168,10 +168,12 @@ def escape_text(value: str) -> str:
 
 
 def escape_attr(value: str) -> str:
-    """An attribute value between double quotes; TAB, LF and CR as references because
-    attribute-value normalisation (XML 1.0 §3.3.3) turns literal ones into spaces."""
-    if ("&" in value or "<" in value or ">" in value or '"' in value or "\t" in value
-            or "\n" in value or "\r" in value):
+    """For an attribute value in either quote (the serializer writes double quotes, stream
+    headers and dialback elements single ones, around values a peer chose: xml:lang, a
+    resource, a dialback id); TAB, LF and CR as references because attribute-value
+    normalisation (XML 1.0 §3.3.3) turns literal ones into spaces."""
+    if ("&" in value or "<" in value or ">" in value or '"' in value or "'" in value
+            or "\t" in value or "\n" in value or "\r" in value):
         return value.translate(_ATTR_ESCAPE)
     return value
 

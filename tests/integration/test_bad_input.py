@@ -111,6 +111,42 @@ def test_bad_stream_header(srv: ServerProcess, header: str, condition: str) -> N
     run(body())
 
 
+def test_header_values_with_apostrophes_are_escaped(srv: ServerProcess) -> None:
+    """The header we answer with repeats the client's xml:lang and 'from' in single quotes
+    (RFC 6120 §4.7.4, §4.7.1); an apostrophe in them ended our attribute early: a header
+    that is not well-formed, with attributes the client chose (found by tests/fuzz)."""
+    async def body() -> None:
+        raw = await RawStream.open(srv.c2s_port)
+        features = await raw.open_stream(raw=(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream="
+            "'http://etherx.jabber.org/streams' to='localhost' version='1.0' "
+            "xml:lang=\"en' evil='1\" from=\"someone@localhost/it's\">"))
+        assert features.tag == "{http://etherx.jabber.org/streams}features"
+        assert raw.header is not None
+        assert raw.header["{http://www.w3.org/XML/1998/namespace}lang"] == "en' evil='1"
+        assert raw.header["to"] == "someone@localhost/it's" and "evil" not in raw.header
+
+    run(body())
+
+
+def test_attributes_sharing_a_foreign_namespace(srv: ServerProcess) -> None:
+    """Two attributes of one element in the same non-default namespace: the serializer
+    declared the prefix once per attribute, a duplicate attribute that broke the stream of
+    whoever received the stanza (found by tests/fuzz). Both arrive, declared once."""
+    async def body() -> None:
+        a, b = await logged_in(srv), await logged_in(srv)
+        await a.send(f"<message to='{b.jid}' type='chat'><body>x</body>"
+                     "<x xmlns='urn:example:x' xmlns:f='urn:example:f' f:one='1' f:two='2'"
+                     " xmlns:g='urn:example:g' g:three='3'/></message>")
+        msg = await b.read_until(lambda el: el.tag == "{jabber:client}message")
+        x = msg.find("{urn:example:x}x")
+        assert x is not None
+        assert (x.get("{urn:example:f}one"), x.get("{urn:example:f}two"),
+                x.get("{urn:example:g}three")) == ("1", "2", "3")
+
+    run(body())
+
+
 def test_stanza_too_large_is_policy_violation(srv: ServerProcess) -> None:
     async def body() -> None:
         other = await bystander(srv)

@@ -9,14 +9,16 @@ import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.test_federation import A, B, Pair, free_port, make_server
 from tests.support.backends import database
 from tests.support.ca import CertAuthority
-from tests.support.client import Client, connect, run
+from tests.support.client import Client, connect, run, wait_for
 from tests.support.raw import NS_SASL, NS_STREAMS, NS_TLS, RawStream, q
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
 NS_DB = "jabber:server:dialback"
@@ -91,11 +93,12 @@ def logged(pair: Pair, condition: str, port: int) -> bool:
     return f"stream error {condition} to 127.0.0.1:{port}" in pair.a.log()
 
 
-async def authenticated_peer(pair: Pair, tmp: Path) -> S2SRaw:
-    """A raw peer that proved b.test with its certificate (XEP-0178)."""
-    raw = await S2SRaw.open(pair.a.ports["s2s"][0])
+async def authenticated_peer(pair: Pair | ServerProcess, tmp: Path) -> S2SRaw:
+    """A raw peer that proved b.test to a.test with its certificate (XEP-0178)."""
+    a = pair.a if isinstance(pair, Pair) else pair
+    raw = await S2SRaw.open(a.ports["s2s"][0])
     await raw.open_stream()
-    await raw.tls(pair.a.ca, tmp)
+    await raw.tls(a.ca, tmp)
     features = await raw.open_stream()
     mechs = [m.text for m in features.iter(q(NS_SASL, "mechanism"))]
     assert mechs == ["EXTERNAL"], ET.tostring(features)
@@ -213,3 +216,67 @@ def test_bad_peers_get_stream_errors_and_others_carry_on(pair: Pair, tmp_path: P
         await cb.close()
 
     run(body(), timeout=120)
+
+
+def test_remote_users_cannot_use_in_band_registration(pair: Pair, tmp_path: Path) -> None:
+    """A user of another server has no account here: XEP-0077 cancellation and password
+    change from over federation get <forbidden/> (§3.2 table). Found by tests/fuzz: the
+    cancellation went on to delete the account of the remote JID, which raised (a traceback
+    and an internal-server-error reply)."""
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatchXPath
+
+    async def body() -> None:
+        ca_, cb = await conversation(pair)
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        cb.register_handler(Callback("register answers", MatchXPath("{jabber:client}iq"),
+                                     answers.put_nowait))
+        raw = await authenticated_peer(pair, tmp_path)
+        for i, payload in enumerate(("<remove/>", "<username>bob</username>"
+                                     "<password>new</password>")):
+            # From bob's real session on b.test: a.test's answer reaches him over b.test.
+            await raw.send(f"<iq type='set' id='reg{i}' from='{cb.boundjid}' to='{A}'>"
+                           f"<query xmlns='jabber:iq:register'>{payload}</query></iq>")
+            got = await asyncio.wait_for(answers.get(), 15)
+            assert got["id"] == f"reg{i}" and got["type"] == "error", got
+            assert got["error"]["condition"] == "forbidden", got
+        raw.close()
+        assert "Traceback" not in pair.a.log()
+        await exchange(ca_, cb, "still registered")
+        await ca_.close()
+        await cb.close()
+
+    run(body(), timeout=120)
+
+
+def test_error_replies_to_an_unreachable_peer_are_dropped_quietly(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    """b.test reaches a.test but a.test cannot reach b.test. A stanza from b.test that a.test
+    must refuse gets an error reply, which cannot be delivered: while the route is in
+    back-off, sending it raises remote-server-not-found at once. An error is never answered
+    with an error (RFC 6120 §8.3.1), so the reply is dropped with a line in the log. Found
+    by tests/fuzz: it was logged as a failure, with a traceback."""
+    with database("sqlite", tmp_path / "db") as url:
+        a = make_server(tmp_path, ca, A, free_port(), B, free_port(), url,
+                        ca_file=str(ca.ca_file))  # nothing listens on b.test's port
+        a.start()
+        try:
+            async def body() -> None:
+                raw = await authenticated_peer(a, tmp_path)
+                ping = ("<iq type='get' id='{}' from='bob@{}/x' to='nobody@{}'>"
+                        "<ping xmlns='urn:xmpp:ping'/></iq>")
+                await raw.send(ping.format("p1", B, A))  # the first reply tries to connect
+                await wait_for(lambda: f"federation {A} -> {B} failed" in a.log(), 30)
+                await raw.send(ping.format("p2", B, A))  # the next meets the back-off
+                # Barrier: elements of one stream are handled in order (RFC 6120 §10.1).
+                await raw.send(f"<db:verify from='{B}' to='{A}' id='x'>{'1' * 64}</db:verify>")
+                res = await raw.read()
+                assert res.tag == f"{{{NS_DB}}}verify" and res.get("type") == "invalid"
+                assert f"error reply <iq type=error from=nobody@{A} to=bob@{B}/x id=p2> not " \
+                    "delivered: remote-server-" in a.log()
+                raw.close()
+
+            run(body(), timeout=120)
+        finally:
+            assert a.stop() == 0
+        assert not a.tracebacks(), a.tracebacks()

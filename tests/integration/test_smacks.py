@@ -160,6 +160,42 @@ def test_no_resume_in_time_means_offline_delivery_once(srv: ServerProcess) -> No
     run(scenario(), timeout=120)
 
 
+def test_unacknowledged_no_store_message_does_not_take_the_others_down(
+        srv: ServerProcess) -> None:
+    """A session ends with two unacknowledged messages; offline storage refuses the first
+    (a no-store hint, XEP-0334 §4.2): its sender gets the error and the second is still
+    stored (XEP-0198 §5). The refusal escaped the rescue loop (found by tests/fuzz): a
+    traceback, no error for the sender, and every later message of the queue lost."""
+    a, _ = srv.new_user("snd")
+    b, bpw = srv.new_user("rcv")
+
+    async def scenario() -> None:
+        sender = await connect(srv, a)
+        raw = await RawStream.open(srv.c2s_port)
+        await raw.login(str(srv.ca.ca_file), b.split("@")[0], bpw, resource="r")
+        enabled = await raw.enable_sm(resume=False)
+        assert enabled.tag == q(NS_SM, "enabled")
+        await raw.send("<presence/>")
+        await raw.read_until(lambda e: e.tag == C + "presence")
+        hinted = sender.make_message(mto=b + "/r", mbody="ephemeral", mtype="chat")
+        hinted.append(ET.Element("{urn:xmpp:hints}no-store"))
+        hinted.send()
+        sender.send_message(mto=b + "/r", mbody="keep me", mtype="chat")
+        assert [body(await raw.read_until(is_chat)) for _ in range(2)] == [
+            "ephemeral", "keep me"]
+        raw.kill()  # never acknowledged; no resumption was asked for: the session ends
+        err = await sender.next_message(timeout=15, where=lambda m: m["type"] == "error")
+        assert err["error"]["condition"] == "service-unavailable"
+        late = await RawStream.open(srv.c2s_port)
+        await late.login(str(srv.ca.ca_file), b.split("@")[0], bpw, resource="again")
+        await late.send("<presence/>")
+        el = await late.read_until(is_chat)
+        assert body(el) == "keep me" and el.find("{urn:xmpp:delay}delay") is not None
+        await sender.close()
+
+    run(scenario(), timeout=120)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_server_restart_keeps_every_acknowledged_message(
         backend: str, ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory,

@@ -145,6 +145,24 @@ def test_bad_frames_before_auth(srv: ServerProcess, frame: str, condition: str) 
     run(body())
 
 
+@pytest.mark.parametrize("frame", [
+    # XEP-0077 is allowed before authentication; before <open/> there is no host to ask
+    "<iq xmlns='jabber:client' type='get' id='r'><query xmlns='jabber:iq:register'/></iq>",
+    f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGEAYg==</auth>",
+])
+def test_elements_before_open(srv: ServerProcess, frame: str) -> None:
+    """RFC 7395 §3.4: <open/> comes first. An element before it (found by tests/fuzz) made
+    the session look up the host of a stream not yet opened: a traceback, no answer."""
+    async def body() -> None:
+        ws = await WS.open(srv)
+        await ws.send(frame)
+        opened = await ws.recv()  # the header owed before any stream error (RFC 6120 §4.9.1.1)
+        assert opened.tag == f"{{{FRAMING}}}open" and opened.get("from") == "localhost"
+        assert await ws.error_and_close() == "not-authorized"
+
+    run(body())
+
+
 def test_binary_frame_and_frames_after_login(srv: ServerProcess) -> None:
     a, apw = srv.new_user("web")
 

@@ -56,3 +56,33 @@ def test_domain_fast_path_matches_idna() -> None:
     assert prepare_domain("Sub.Example.ORG") == "sub.example.org"
     with pytest.raises(JIDError):
         prepare_domain("-bad-.example")
+
+
+def test_overlong_parts_are_refused_before_precis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part too long to prepare into 1023 octets is refused without running the PRECIS
+    profile over it (~3 us per character: a 256 KiB 'to' cost 0.7 s). The shortest raw
+    part that could still fit is accepted and prepared as before."""
+    from xmppd import jid
+
+    seen: list[int] = []
+    for name in ("_USERNAME", "_OPAQUE"):
+        profile = getattr(jid, name)
+        monkeypatch.setattr(jid, name, _Spy(profile, seen))
+    for raw in ("u@localhost/" + "r" * 5000, "l" * 5000 + "@localhost",
+                "u@localhost/" + "\u00e9" * 100000):
+        with pytest.raises(JIDError, match="length out of range"):
+            JID.parse(raw)
+    assert max(seen) == 1  # only the localpart 'u'
+    # Four code points that compose into one (NFC): 4 x 255 of them prepare to 765 octets.
+    composed = "\u03c9\u0314\u0342\u0345" * 255
+    assert JID.parse("u@localhost/" + composed).resource == "\u1fa7" * 255
+    assert seen[-1] == len(composed) == 1020
+
+
+class _Spy:
+    def __init__(self, profile: object, seen: list[int]) -> None:
+        self.profile, self.seen = profile, seen
+
+    def enforce(self, value: str) -> str:
+        self.seen.append(len(value))
+        return self.profile.enforce(value)  # type: ignore[attr-defined, no-any-return]
