@@ -237,7 +237,15 @@ class XmlStream(protocol.Protocol):
 
     def stream_error(self, err: StreamError) -> None:
         """Send a stream error and close (RFC 6120 §4.9.1.1)."""
-        if self.closed or self.closing:
+        if self.closed:
+            return
+        if self.closing:
+            # Our closing tag is out, so no error can follow it (RFC 6120 §4.4); a peer
+            # that breaks a limit while we wait for its own closing tag loses the
+            # connection instead, and nothing more of its input is read.
+            self.drop_parser()
+            if self.transport is not None:
+                self.transport.loseConnection()
             return
         self.log.info("stream error {condition} to {peer}: {text}", condition=err.condition,
                       peer=self.peer, text=err.text or "")

@@ -179,6 +179,19 @@ def test_our_close_waits_then_aborts() -> None:
     assert transport.disconnecting
 
 
+def test_a_limit_broken_while_we_wait_for_the_peers_close_drops_the_connection() -> None:
+    """After our closing tag no stream error can be sent (RFC 6120 §4.4); found by the fuzzer:
+    a peer that overran the stanza budget then was still read, and its bytes kept."""
+    proto, transport = connect()
+    proto.dataReceived(HEADER)
+    proto.close_stream()
+    sent = transport.value()
+    proto.dataReceived(b"<presence big='" + b"A" * (proto.parser.max_stanza_bytes + 10))
+    assert transport.disconnecting
+    assert proto.parser is None  # nothing more is read or held
+    assert transport.value() == sent  # nothing after our closing tag
+
+
 class FakeServer:
     def __init__(self) -> None:
         self.tracked: list[Deferred[Any]] = []
