@@ -51,6 +51,10 @@ class Offline(Plugin):
             raise StanzaError("service-unavailable", text="recipient offline; no-store hint")
         user = ev.to.bare
         await self.keep(user, s)
+        try:
+            await self.host.hooks.fire(H.MESSAGE_STORED_OFFLINE, ev)  # push notifications
+        except StanzaError:  # the message is kept: no error may reach its sender now
+            self.log.failure("message-stored-offline handler raised")
         # The user may have come online while this was being committed (after the drain of
         # their new session read the queue): deliver now rather than at the next login.
         await self.host.refresh_sessions(user)  # on any node of a cluster
