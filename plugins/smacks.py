@@ -174,6 +174,8 @@ class StreamManagement(Plugin):
             return False
         state.timer = self.host.clock.callLater(state.timeout, self._expire, state)
         self.log.info("{jid} hibernating for {t:.0f}s", jid=str(ev.session.jid), t=state.timeout)
+        self.host.hooks.fire_sync(H.SESSION_HIBERNATED,
+                                  H.HibernationEvent(ev.session, list(state.queue)))
         return True
 
     def _expire(self, state: SMState) -> None:
@@ -200,6 +202,7 @@ class StreamManagement(Plugin):
         state.in_base = 0
         self.host.takeover(old, session)
         state.session = session
+        self.host.hooks.fire_sync(H.SESSION_RESUMED, H.SessionEvent(session))
         session.send_raw(
             f"<resumed xmlns='{NS}' previd='{rid}' h='{state.in_offset}'/>")
         for stanza in list(state.queue):
