@@ -73,7 +73,9 @@ class Push(Plugin):
         self.host.iq("set", NS_PUSH, "enable", self.enable, scope="account")
         self.host.iq("set", NS_PUSH, "disable", self.disable, scope="account")
         self.host.on(H.MESSAGE_STORED_OFFLINE, self.stored_offline)
-        self.host.on(H.MESSAGE_DELIVERED, self.delivered_elsewhere, priority=-20)
+        if "mam" in self.host.config.enabled_plugins(self.host.domain):
+            # Only an archive lets a device without a session fetch what others were given.
+            self.host.on(H.MESSAGE_DELIVERED, self.delivered_elsewhere, priority=-20)
         self.host.on(H.STANZA_DELIVER, self.deliver, priority=50)
         self.host.on(H.SESSION_HIBERNATED, self.hibernated)
         self.host.on(H.SESSION_RESUMED, self.resumed)
