@@ -62,15 +62,15 @@ class Offline(Plugin):
             user.domain, user.local, now_micros(self.host.clock.seconds()), st.serialize(s),
             self.options.quota)
         self.host.write_behind(ev.origin, d)
-        d.addCallbacks(self._kept, self._not_kept, callbackArgs=(user, s), errbackArgs=(s,))
+        d.addCallbacks(self._kept, self._not_kept, callbackArgs=(ev,), errbackArgs=(s,))
         return True
 
-    def _kept(self, ok: bool, user: JID, stanza: Element) -> None:
+    def _kept(self, ok: bool, ev: H.StanzaEvent) -> None:
         if not ok:
-            self._bounce(stanza, StanzaError("service-unavailable",
-                                             text="offline storage is full"))
+            self._bounce(ev.stanza, StanzaError("service-unavailable",
+                                                text="offline storage is full"))
             return
-        self.host.track(Deferred.fromCoroutine(self._after_commit(user)))
+        self.host.track(Deferred.fromCoroutine(self._after_commit(ev)))
 
     def _not_kept(self, failure: Failure, stanza: Element) -> None:
         self.log.failure("storing an offline message failed", failure)
@@ -80,9 +80,16 @@ class Offline(Plugin):
     def _bounce(self, stanza: Element, err: StanzaError) -> None:
         self.host.track(Deferred.fromCoroutine(self.host.bounce(stanza, err)))
 
-    async def _after_commit(self, user: JID) -> None:
-        """The user may have come online while this was being committed (after the drain of
+    async def _after_commit(self, ev: H.StanzaEvent) -> None:
+        """Tell MESSAGE_STORED_OFFLINE (push notifications) once the message is kept; its
+        handlers' errors are logged, never sent to the sender of a message that is kept.
+        The user may have come online while this was being committed (after the drain of
         their new session read the queue): deliver now rather than at the next login."""
+        user = ev.to.bare
+        try:
+            await self.host.hooks.fire(H.MESSAGE_STORED_OFFLINE, ev)
+        except Exception:
+            self.log.failure("message-stored-offline handler raised")
         await self.host.refresh_sessions(user)  # on any node of a cluster
         ready = [x for x in self.host.available_sessions(user) if x.priority >= 0]
         if ready and user.bare_str in self._draining:

@@ -246,6 +246,8 @@ class StreamManagement(Plugin):
             return False
         state.timer = self.host.clock.callLater(state.timeout, self._expire, state)
         self.log.info("{jid} hibernating for {t:.0f}s", jid=str(ev.session.jid), t=state.timeout)
+        self.host.hooks.fire_sync(H.SESSION_HIBERNATED,
+                                  H.HibernationEvent(ev.session, list(state.queue)))
         return True
 
     def _expire(self, state: SMState) -> None:
@@ -304,6 +306,7 @@ class StreamManagement(Plugin):
         state.in_base = 0
         self.host.takeover(old, session)
         state.session = session
+        self.host.hooks.fire_sync(H.SESSION_RESUMED, H.SessionEvent(session))
         if state.queue:
             state.ack_timer = self.host.clock.callLater(self.options.ack_delay, self._ask, state)
         self.log.info("{jid} resumed; {n} stanzas sent again", jid=str(session.jid),

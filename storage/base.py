@@ -18,6 +18,7 @@ from storage.kv import KVStore
 from storage.offline import OfflineStore
 from storage.private import PrivateStore
 from storage.pubsub import PubsubStore
+from storage.push import PushStore
 from storage.rooms import RoomStore
 from storage.roster import RosterStore
 from storage.sql import Database
@@ -58,6 +59,7 @@ class Storage:
         self.pubsub = PubsubStore(db)
         self.uploads = UploadStore(db)
         self.fast = FastTokenStore(db)
+        self.push = PushStore(db)
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 8) -> Storage:

@@ -29,7 +29,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "smacks", "csi", "hints", "webclient", "vcard", "search", "register", "blocking",
     "private", "last", "caps", "muc",
     "upload", "extdisco",
-    "pep",
+    "pep", "push",
     "adhoc", "admin",
 )
 

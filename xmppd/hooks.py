@@ -198,6 +198,16 @@ class AccountEvent:
     jid: JID
 
 
+@dataclass(slots=True)
+class HibernationEvent:
+    """A session kept bound after its connection dropped (XEP-0198 §5): ``unacked`` are the
+    stanzas written to it that the client never acknowledged (they are sent again on
+    resumption)."""
+
+    session: Session
+    unacked: list[Element]
+
+
 # --- catalogue --------------------------------------------------------------------------------
 
 STANZA_OUTBOUND: Hook[StanzaEvent] = Hook(
@@ -228,6 +238,11 @@ MESSAGE_UNDELIVERED: Hook[StanzaEvent] = Hook(
     "message-undelivered",
     "No session can take this message (RFC 6121 §8.5.2.2). A handler that stores it must commit "
     "before returning True; if nobody does, the sender gets service-unavailable.",
+)
+MESSAGE_STORED_OFFLINE: Hook[StanzaEvent] = Hook(
+    "message-stored-offline",
+    "The offline plugin committed this message to the queue of `to` (XEP-0160), after "
+    "MESSAGE_UNDELIVERED. Push notifications (XEP-0357) start here. The result is ignored.",
 )
 PRESENCE_ROUTE: Hook[StanzaEvent] = Hook(
     "presence-route",
@@ -264,6 +279,17 @@ SESSION_INTERRUPTED: Hook[SessionEvent] = Hook(
     "session-interrupted",
     "SYNC. A bound c2s connection dropped without a clean stream close. True = a handler keeps "
     "the session bound (XEP-0198 hibernation) and ends it later with Host.end_session().",
+)
+SESSION_HIBERNATED: Hook[HibernationEvent] = Hook(
+    "session-hibernated",
+    "SYNC. Stream management keeps a session whose connection dropped, waiting for it to be "
+    "resumed (XEP-0198 §5). What is sent to it meanwhile is queued (STANZA_DELIVER still "
+    "fires); it ends with SESSION_CLOSED or comes back with SESSION_RESUMED.",
+)
+SESSION_RESUMED: Hook[SessionEvent] = Hook(
+    "session-resumed",
+    "SYNC. A new stream resumed a hibernating session (XEP-0198 §5); `session` is that stream, "
+    "already bound in the old one's place with the same `data`.",
 )
 STREAM_FEATURES: Hook[FeaturesEvent] = Hook(
     "stream-features", "Building <stream:features/> for a c2s stream at the given stage. "
@@ -304,8 +330,9 @@ SERVER_STOPPING: Hook[None] = Hook(
 CATALOGUE: tuple[Hook[Any], ...] = (
     STANZA_OUTBOUND, STANZA_INBOUND, PRESENCE_BROADCAST, PRESENCE_INBOUND, PRESENCE_ROUTE,
     MESSAGE_DELIVERED,
-    MESSAGE_UNDELIVERED, SERVER_STANZA, SESSION_BOUND, SESSION_AVAILABLE, SESSION_CLOSED,
-    REMOTE_SESSION_ENDED, CLUSTER_CHANGED, SESSION_INTERRUPTED, STREAM_FEATURES, C2S_NONZA,
+    MESSAGE_UNDELIVERED, MESSAGE_STORED_OFFLINE, SERVER_STANZA, SESSION_BOUND,
+    SESSION_AVAILABLE, SESSION_CLOSED, REMOTE_SESSION_ENDED, CLUSTER_CHANGED,
+    SESSION_INTERRUPTED, SESSION_HIBERNATED, SESSION_RESUMED, STREAM_FEATURES, C2S_NONZA,
     STANZA_DELIVER, ACCOUNT_DELETED, ACCOUNT_CREATED, SERVER_STARTED, SERVER_STOPPING,
     SASL2_FEATURES, SASL2_SUCCESS, BIND2_REQUEST,
 )

@@ -29,6 +29,9 @@ IqResult = Element | None
 IqHandler = Callable[["IqRequest"], Awaitable[IqResult] | IqResult]
 
 
+ERROR_TYPES = frozenset(("auth", "cancel", "continue", "modify", "wait"))  # RFC 6120 §8.3.2
+
+
 class IqTimeout(Exception):
     pass
 
@@ -125,11 +128,12 @@ class IqRegistry:
         if stanza.getAttribute("type") == "result":
             d.callback(stanza)
         else:
-            parsed = parse_error(stanza)
-            cond = parsed[1] if parsed else "undefined-condition"
+            # RFC 6120 §8.3.2: the type says what the requester may do next (retry after
+            # 'wait', give up after 'cancel'); keep the one the peer gave, if it is one.
+            etype, cond = parse_error(stanza) or ("", "undefined-condition")
             if cond not in STANZA_CONDITIONS:
                 cond = "undefined-condition"
-            d.errback(StanzaError(cond))
+            d.errback(StanzaError(cond, type_=etype if etype in ERROR_TYPES else None))
         return True
 
 

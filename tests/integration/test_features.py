@@ -40,7 +40,9 @@ def test_all_features_when_enabled(ca: CertAuthority,
         assert {"urn:xmpp:sm:3", "urn:xmpp:csi:0", "urn:xmpp:features:rosterver",
                 "urn:xmpp:features:pre-approval", "urn:xmpp:stream-limits:0"} <= stream
         assert {"urn:xmpp:carbons:2", "msgoffline", "urn:xmpp:ping"} <= domain
-        assert {"urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", "urn:xmpp:sid:0"} <= account
+        assert {"urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", "urn:xmpp:sid:0",
+                "urn:xmpp:push:0"} <= account
+        assert "urn:xmpp:push:0" not in domain  # XEP-0357 §4.1: on the account only
     finally:
         gen.close()
 

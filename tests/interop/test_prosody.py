@@ -22,14 +22,19 @@ import signal
 import socket
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from slixmpp.exceptions import IqError
 
+from storage.base import Storage
+from storage.sql import Database
 from tests.integration.test_federation import free_port
 from tests.interop.scenario import befriend_and_chat
+from tests.storage.test_contract import done
 from tests.support.backends import database
 from tests.support.ca import CertAuthority
 from tests.support.client import Client, connect, run
@@ -39,6 +44,7 @@ from xmppd.tls import generate_self_signed
 
 pytestmark = pytest.mark.integration
 X, P = "x.example", "p.example"  # unbound answers NXDOMAIN for .test itself
+PUBSUB = f"pubsub.{P}"  # Prosody's mod_pubsub: a XEP-0357 app server's pubsub side
 PROSODY = shutil.which("prosody") or ""
 PROSODYCTL = shutil.which("prosodyctl") or ""
 
@@ -111,6 +117,11 @@ class Prosody:
                      f"{lua(str(self.log_path))} }} }}")
         lines.append(f"VirtualHost {lua(P)}")
         lines.append(f"  ssl = {lua(ssl)}")
+        # The publishing server's JID (XEP-0357 §7) may create nodes by publishing to them.
+        lines.append(f"Component {lua(PUBSUB)} \"pubsub\"")
+        lines.append("  autocreate_on_publish = true")
+        lines.append(f"  admins = {lua([X])}")
+        lines.append(f"  ssl = {lua(ssl)}")
         self.config_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -170,7 +181,7 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     verified = request.param == "verified"
     tmp = tmp_path_factory.mktemp(f"prosody-{request.param}")
     ca = CertAuthority.create(tmp / "ca")  # a CA made for this test
-    p_crt, p_key = ca.issue(P, tmp / "pcerts")
+    p_crt, p_key = ca.issue(P, tmp / "pcerts", extra_names=(PUBSUB,))
     if not verified:
         # Certificates nobody can verify: self-signed, so dialback must carry the day.
         generate_self_signed(P, p_crt, p_key, days=30)
@@ -180,7 +191,8 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     prosody = Prosody(tmp / "prosody", p_crt, p_key, str(ca.ca_file) if verified else "",
                       verified, dns_server.port)
     fed: dict[str, Any] = {"require_valid_certificates": verified, "connect_timeout": 10.0,
-                           "domains": {P: {"connect": f"127.0.0.1:{prosody.s2s_port}"}}}
+                           "domains": {d: {"connect": f"127.0.0.1:{prosody.s2s_port}"}
+                                       for d in (P, PUBSUB)}}
     if verified:
         fed["ca_file"] = str(ca.ca_file)
     # Without verification, xmppd's certificate comes from a CA only its own clients trust.
@@ -247,3 +259,63 @@ def test_prosody_federation_both_ways(setup: Setup) -> None:
         assert f"authenticated as {P} for {X} (dialback)" in xlog
         assert "authenticated (dialback)" in xlog
         assert "SASL EXTERNAL" not in xlog.split("listening for s2s", 1)[1]
+
+
+def test_push_notifications_to_an_app_server_on_prosody(setup: Setup) -> None:
+    """XEP-0357 across federation: the app server's pubsub service is Prosody's mod_pubsub.
+    The notification becomes the item of the node (created by the publish), which a
+    Prosody user reads back; a publish the peer answers with an error disables that
+    registration (§7.1)."""
+    s = setup
+    xu, _ = s.xmppd.new_user("pia", X)
+    xo, _ = s.xmppd.new_user("otto", X)
+    s.prosody.ctl("register", "reader", P, "reader-secret")
+    ns_push, ps = "urn:xmpp:push:0", "http://jabber.org/protocol/pubsub"
+
+    def registrations() -> list[tuple[str, str]]:
+        db = Database(s.xmppd.storage_url, 1)
+        try:
+            regs = done(Storage(db).push.get(X, xu.split("@")[0]))
+        finally:
+            db.stop()
+        return [(r.service, r.node) for r in regs]
+
+    async def body() -> None:
+        pia = await connect(s.xmppd, xu + "/x", timeout=20)
+        for jid, node in ((PUBSUB, "phone"), (P, "nowhere")):
+            iq = pia.make_iq_set()
+            iq.append(ET.fromstring(f"<enable xmlns='{ns_push}' jid='{jid}' node='{node}'/>"))
+            await iq.send(timeout=20)
+        await pia.close()  # offline now
+        otto = await connect(s.xmppd, xo + "/o", timeout=20)
+        otto.send_message(mto=xu, mbody="are you there?", mtype="chat")
+        reader = await prosody_client(s, f"reader@{P}/r", "reader-secret",
+                                      str(s.xmppd.ca.ca_file))
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            iq = reader.make_iq_get(ito=PUBSUB)
+            iq.append(ET.fromstring(f"<pubsub xmlns='{ps}'><items node='phone'/></pubsub>"))
+            try:
+                got = await iq.send(timeout=20)
+                break
+            except IqError:  # not published yet (item-not-found)
+                assert asyncio.get_running_loop().time() < deadline, "no notification"
+                await asyncio.sleep(0.2)
+        fields = {f.get("var"): f.findtext("{jabber:x:data}value") for f in got.xml.iter(
+            "{jabber:x:data}field")}
+        assert got.xml.find(f".//{{{ns_push}}}notification") is not None
+        assert fields == {"FORM_TYPE": "urn:xmpp:push:summary", "message-count": "1"}
+        # p.example itself is no pubsub service: its error disabled that registration
+        deadline = asyncio.get_running_loop().time() + 30
+        while registrations() != [(PUBSUB, "phone")]:
+            assert asyncio.get_running_loop().time() < deadline, registrations()
+            await asyncio.sleep(0.1)
+        await otto.close()
+        await reader.close()
+
+    try:
+        run(body(), timeout=180)
+    except BaseException:
+        print("---- prosody log ----\n" + s.prosody.log()[-6000:])
+        print("---- xmppd log ----\n" + s.xmppd.log()[-6000:])
+        raise
