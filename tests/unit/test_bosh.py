@@ -251,6 +251,38 @@ def test_a_client_that_went_away_gets_no_payloads(env: Env) -> None:
     assert [x.findtext("{jabber:client}body") for x in nxt.answer] == ["kept"]
 
 
+def test_a_client_that_drops_its_requests_does_not_pile_up_output(env: Env) -> None:
+    """Past a limit (four stanza budgets) the outbox goes out with a request whose client
+    is gone, into the replay buffer, instead of growing with everything for the user."""
+    c = env.client()
+    full = c.login()
+    rid = c.rid
+    c.post().lose()
+    bob = FakeSession(env.server, "bob@localhost/x")
+    big = "x" * (100 * 1024)
+    for i in range(11):
+        m = st.make("message", attrs={"to": full, "type": "chat", "id": str(i)})
+        st.add(m, "body", text_=big)
+        bob.stanza(m)
+        env.clock.advance(0)
+    session = next(iter(env.resource.sessions.values()))
+    assert session.outbox_bytes <= session.outbox_limit
+    replayed = c.post(rid=rid).answer  # what the lost request carried, sent again
+    assert [m.get("id") for m in replayed] == [str(i) for i in range(11)][:len(replayed)]
+    assert len(replayed) > 8
+
+
+def test_a_large_body_before_authentication_is_a_stream_error(env: Env) -> None:
+    """RFC 6120 §13.12 as on TCP: before authentication a body gets the small budget."""
+    c = env.client()
+    c.create()
+    pad = "x" * (20 * 1024)
+    req = c.post(f"<iq xmlns='jabber:client' type='get' id='x'><query xmlns='x'>{pad}"
+                 "</query></iq>")
+    assert req.answer.get("condition") == "remote-stream-error"
+    assert req.answer[0][0].tag.endswith("policy-violation")
+
+
 def test_undelivered_stanzas_are_handed_back(env: Env) -> None:
     """XEP-0206 §7: when a session ends with stanzas it never delivered, a message goes to
     offline storage, an IQ request is answered service-unavailable, presence is dropped."""

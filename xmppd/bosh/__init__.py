@@ -9,5 +9,7 @@ output waits in an outbox until a request is there to carry it back. The pieces:
   to the outbox);
 * ``session``: BoshSession, the XEP-0124 rules (rid order and window, holding, replay of
   responses, pause, terminate, inactivity);
+* ``request``: a request as a session sees it, and the session's terms;
+* ``handback``: what a session never delivered, when it ends (XEP-0206 §7);
 * ``http``: the twisted.web resource (sessions by sid, CORS, HTTP details).
 """

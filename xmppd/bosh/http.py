@@ -18,8 +18,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from xmppd import netaddr
 from xmppd.bosh import wire
-from xmppd.bosh.session import BoshSession, Exchange, Terms
-from xmppd.bosh.session import Request as BoshRequest
+from xmppd.bosh.request import Exchange, Terms
+from xmppd.bosh.request import Request as BoshRequest
+from xmppd.bosh.session import BoshSession
 from xmppd.bosh.stream import Address, BoshC2S, BoshTransport
 from xmppd.jid import JIDError, prepare_domain
 from xmppd.logs import Logger

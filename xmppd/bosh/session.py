@@ -16,16 +16,13 @@ sections:
 * pause answers everything at once and stretches the inactivity limit once (§10);
   terminate forwards its payloads, then closes the stream (§13).
 * A session with no request open for 'inactivity' seconds is over (§10). Stanzas never
-  delivered are handed back as XEP-0206 §7 says: messages to offline storage (or bounced
-  with recipient-unavailable), IQ requests answered with service-unavailable.
+  delivered are handed back as XEP-0206 §7 says (xmppd.bosh.handback).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -33,13 +30,12 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
 
-from xmppd import hooks as H
 from xmppd.bosh import wire
+from xmppd.bosh.handback import hand_back
+from xmppd.bosh.request import Exchange, Request, Service, Terms
 from xmppd.bosh.stream import TERMINATE, BoshC2S, BoshTransport
-from xmppd.errors import StanzaError, StreamError
-from xmppd.jid import JID, JIDError
+from xmppd.errors import StreamError
 from xmppd.logs import Logger
-from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer
@@ -48,54 +44,12 @@ _LEGACY_STATUS = {"bad-request": 400, "policy-violation": 403, "item-not-found":
 OPEN, CLOSING, ENDED = "open", "closing", "ended"
 
 
-class Exchange(Protocol):
-    """One HTTP request waiting for its response (xmppd.bosh.http.HttpExchange)."""
-
-    alive: bool
-    on_lost: Callable[[Exchange], None] | None
-
-    def respond(self, body: bytes, content_type: str = wire.CONTENT_TYPE,
-                status: int = 200) -> None: ...
-
-
-class Service(Protocol):
-    """The resource that keeps the sessions by sid."""
-
-    def forget(self, session: BoshSession) -> None: ...
-
-
-@dataclass(frozen=True)
-class Terms:
-    """What the session creation response announced (§7.2)."""
-
-    wait: int
-    hold: int
-    requests: int
-    inactivity: int
-    polling: int
-    maxpause: int
-
-
-@dataclass(eq=False)
-class Request:
-    rid: int
-    exchange: Exchange | None  # None once its HTTP connection is gone
-    body: Element
-    size: int  # bytes of the HTTP body
-    arrived: float
-    creation: bool = False
-    pause: int | None = None
-    empty: bool = False  # an empty poll, for the overactivity rules
-    terminate: bool = False
-    delivered: bool = False  # its response carried payloads
-    timer: IDelayedCall | None = None
-
-
 class BoshSession:
     log = Logger()
 
-    def __init__(self, service: Service, server: XmppServer, sid: str, terms: Terms, secure: bool,
-                 content_type: str, ver: str, legacy: bool, version: str) -> None:
+    def __init__(self, service: Service, server: XmppServer, sid: str, terms: Terms,
+                 secure: bool, content_type: str, ver: str, legacy: bool,
+                 version: str) -> None:
         self.service = service
         self.server = server
         self.clock = self.server.clock
@@ -112,6 +66,11 @@ class BoshSession:
         self.held: deque[Request] = deque()  # processed, not answered (rid order)
         self.early: dict[int, Request] = {}  # arrived before a lower rid (§14.2)
         self.outbox: list[tuple[bytes, str | None]] = []  # (data, stanza name or None)
+        self.outbox_bytes = 0
+        # Past this, the outbox goes out even with a request whose client has gone (into
+        # the replay buffer): a client that sends requests and drops them does not make
+        # the server keep everything for it.
+        self.outbox_limit = 4 * server.config.limits.max_stanza_size
         self.replay: dict[int, bytes] = {}  # rid -> response (§14.3), insertion = rid order
         self.final: bytes | None = None  # the terminal body, until a request takes it
         self._pause: int | None = None
@@ -315,9 +274,11 @@ class BoshSession:
             # The session ended a moment ago and the C2S is about to hear of it: a stanza
             # routed to it meanwhile is handed back like the rest.
             if stanza is not None and self.c2s is not None:
-                self.server.track(Deferred.fromCoroutine(self._hand_back(self.c2s, [data])))
+                self.server.track(Deferred.fromCoroutine(
+                    hand_back(self.server, self.c2s, [data])))
             return
         self.outbox.append((data, stanza))
+        self.outbox_bytes += len(data)
         if self._flush_call is None:
             # The writes of one reactor turn (a burst of stanzas) share one response.
             self._flush_call = self.clock.callLater(0, self._flush)
@@ -328,7 +289,8 @@ class BoshSession:
 
     def _settle(self) -> None:
         """Answer what can be answered: oldest first, payloads only to a request whose
-        client is still there, never more than 'hold' requests kept."""
+        client is still there (unless the outbox is over its limit), never more than
+        'hold' requests kept."""
         if self.state != OPEN:
             return
         held = self.held
@@ -337,8 +299,9 @@ class BoshSession:
             # A terminate request is the one more allowed (§11): the requests before it
             # stay open for the acknowledgement, which goes to the oldest (§13).
             limit = self.hold + (1 if held[-1].terminate else 0)
-            if self.outbox and any(r.exchange is not None for r in held):
-                self._answer(oldest, payload=oldest.exchange is not None)
+            overflow = self.outbox_bytes > self.outbox_limit
+            if self.outbox and (overflow or any(r.exchange is not None for r in held)):
+                self._answer(oldest, payload=oldest.exchange is not None or overflow)
             elif len(held) > limit:
                 self._answer(oldest, payload=False)
             else:
@@ -350,6 +313,7 @@ class BoshSession:
         if payload and self.outbox:
             data = b"".join(d for d, _ in self.outbox)
             self.outbox.clear()
+            self.outbox_bytes = 0
         body = wire.response(self.creation_attrs() if req.creation else None, data)
         self.held.remove(req)
         if req.timer is not None and req.timer.active():
@@ -473,7 +437,7 @@ class BoshSession:
             reason = ConnectionDone() if clean else ConnectionLost()
             self.clock.callLater(0, _lose, c2s, Failure(reason))
         if undelivered and c2s is not None:
-            d = Deferred.fromCoroutine(self._hand_back(c2s, undelivered))
+            d = Deferred.fromCoroutine(hand_back(self.server, c2s, undelivered))
             self.server.track(d)
 
     def _end(self) -> None:
@@ -484,39 +448,6 @@ class BoshSession:
         if self.state != ENDED:
             self.state = ENDED
             self.service.forget(self)
-
-    async def _hand_back(self, c2s: BoshC2S, undelivered: list[bytes]) -> None:
-        """XEP-0206 §7: what never reached the client is not lost. A message goes to
-        offline storage (else back to its sender as recipient-unavailable), an IQ request
-        gets service-unavailable, presence is dropped. Messages the server wrote on the
-        user's own behalf (archive results, carbons: from the bare JID) are not kept."""
-        host = self.server.hosts.get(c2s.host)
-        user = c2s.jid.bare_str if c2s.jid is not None else ""
-        for data in undelivered:
-            try:
-                stanza = parse_fragment(data.decode())
-            except ValueError:
-                continue
-            try:
-                await self._hand_back_one(stanza, user, host)
-            except Exception:
-                self.log.failure("handing back an undelivered stanza")
-
-    async def _hand_back_one(self, stanza: Element, user: str, host: Any) -> None:
-        frm, kind = stanza.getAttribute("from") or "", stanza.getAttribute("type")
-        if stanza.name == "message" and host is not None and frm and frm != user and (
-                kind not in ("error", "groupchat", "headline")):
-            to = stanza.getAttribute("to")
-            try:
-                sender, rcpt = JID.parse(frm), JID.parse(to or "")
-            except JIDError:
-                return
-            if await host.hooks.fire(H.MESSAGE_UNDELIVERED,
-                                     H.StanzaEvent(stanza, sender, rcpt.bare, None)):
-                return
-            await self.server.router.bounce(stanza, StanzaError("recipient-unavailable"))
-        elif stanza.name == "iq" and kind in ("get", "set"):
-            await self.server.router.bounce(stanza, StanzaError("service-unavailable"))
 
 
 def _lose(c2s: BoshC2S, reason: Failure) -> None:
