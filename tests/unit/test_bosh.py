@@ -375,6 +375,8 @@ def test_the_terms_are_within_the_configured_limits(env: Env) -> None:
                                                                        "1.6")
     assert got["inactivity"] == str(INACTIVITY) and got["maxpause"] == str(PAUSE)
     assert req.responseHeaders.getRawHeaders("content-type") == ["text/html; charset=utf-8"]
+    assert req.responseHeaders.getRawHeaders("content-security-policy") == [
+        "default-src 'none'; sandbox"]
     polling = env.client().create(wait="0").answer.attrib
     assert int(polling["inactivity"]) > INACTIVITY  # §12
 
@@ -396,6 +398,26 @@ def test_secure_sessions_ignore_plain_requests(env: Env) -> None:
     env.resource.render(plain)
     assert plain.dropped and not plain.written
     assert [e.get("id") for e in c.post(ping("p")).answer] == ["p"]
+
+
+def test_bosh_can_be_turned_off() -> None:
+    """bosh.enabled = false: no /http-bind, and host-meta does not list it."""
+    from xmppd.config import ListenerConfig
+    from xmppd.web import HostMeta
+
+    class NoSockets:
+        def listenTCP(self, *args: object, **kw: object) -> None:  # noqa: N802
+            return None
+
+    for enabled in (True, False):
+        server = make_server(["disco"], extra={"bosh": {"enabled": enabled}})
+        server.reactor = NoSockets()
+        server.web.listen(ListenerConfig(type="http", port=0, address="127.0.0.1"))
+        assert ("http-bind" in server.web.paths()) is enabled
+        req = DummyRequest([b""])
+        req.isSecure = lambda: False  # type: ignore[method-assign]
+        xrd = HostMeta(server.web, as_json=False).render_GET(req)
+        assert (b"urn:xmpp:alt-connections:xbosh" in xrd) is enabled
 
 
 @pytest.mark.parametrize("data", [

@@ -65,6 +65,10 @@ class HttpExchange:
         r.setHeader(b"content-type", content_type.encode())
         r.setHeader(b"content-length", str(len(body)).encode())
         r.setHeader(b"cache-control", b"no-store")
+        # The client may name the Content-Type (§7.1, text/html included): should a
+        # response ever be shown as a page, nothing in it runs.
+        r.setHeader(b"x-content-type-options", b"nosniff")
+        r.setHeader(b"content-security-policy", b"default-src 'none'; sandbox")
         for k, v in self.cors:
             r.setHeader(k, v)
         r.write(body)
