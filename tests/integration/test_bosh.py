@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
+from slixmpp.exceptions import IqError
 
 from tests.conftest import start_server
 from tests.support.bosh import (
@@ -478,5 +479,55 @@ def test_no_stream_management_over_bosh(srv: ServerProcess) -> None:
         res = await bosh.send("<enable xmlns='urn:xmpp:sm:3'/>")
         assert res.children[0].tag == "{urn:xmpp:sm:3}failed"
         assert res.children[0][0].tag.endswith("feature-not-implemented")
+
+    run(body())
+
+
+@pytest.fixture
+def short(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[ServerProcess]:
+    """A server whose BOSH sessions end after 5 s without a request (and that a test stops)."""
+    yield from start_server(tmp_path_factory.mktemp("bosh-short"), "sqlite", ca, config={
+        "bosh": {"inactivity": 5, "max_wait": 10}})
+
+
+def test_undelivered_messages_wait_offline_and_shutdown_is_announced(
+        short: ServerProcess) -> None:
+    """XEP-0206 §7: a message routed to a session that then ends (its client stopped
+    polling: XEP-0124 §10 inactivity) was never delivered, so it goes to offline storage and
+    reaches the user's next session. And a server that stops answers the requests it holds
+    with system-shutdown (§17.2)."""
+    srv = short
+    a, apw = srv.new_user("gone")
+    b, _ = srv.new_user("peer")
+
+    async def body() -> None:
+        bosh = BoshClient(srv)
+        full = await bosh.login(a, apw)  # ... and then the client sends nothing more
+        cb = await connect(srv, b + "/tcp")
+        cb.send_message(mto=full, mbody="while you were away", mtype="chat")
+        # An IQ request after it waits with it, and comes back service-unavailable when
+        # the session ends and hands back what it never delivered, in order: the message
+        # is stored by then.
+        with pytest.raises(IqError) as exc:
+            await cb.plugin["xep_0199"].send_ping(full, timeout=30)
+        assert exc.value.condition == "service-unavailable"
+        back = await connect(srv, a + "/tcp", plugins=("xep_0203",))  # offline ones come
+        got = await back.next_message(where=lambda m: m["type"] == "chat")
+        assert got["body"] == "while you were away" and got["delay"]["stamp"]
+        await back.close()
+        await cb.close()
+        # A request held when the server stops gets system-shutdown.
+        other = BoshClient(srv)
+        await other.login(a, apw, resource="again")
+        rid = other.next_rid()
+        # Two copies: the one answered with a recoverable error shows that the server holds
+        # the other (§14.3).
+        copies = {asyncio.create_task(other.send(rid=rid)) for _ in range(2)}
+        done, held = await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
+        assert next(iter(done)).result().attrs == {"type": "error"}
+        await asyncio.to_thread(srv.stop)
+        res = await asyncio.wait_for(held.pop(), 10)
+        assert res.condition() == "system-shutdown"
 
     run(body())

@@ -431,14 +431,20 @@ class BoshSession:
             self.service.forget(self)
         c2s, undelivered = self.c2s, [d for d, kind in self.outbox if kind is not None]
         self.outbox = []
-        if c2s is not None and not c2s.closed:
-            if c2s.transport is not None:
-                c2s.transport.disconnecting = True
-            reason = ConnectionDone() if clean else ConnectionLost()
-            self.clock.callLater(0, _lose, c2s, Failure(reason))
-        if undelivered and c2s is not None:
-            d = Deferred.fromCoroutine(hand_back(self.server, c2s, undelivered))
-            self.server.track(d)
+        if c2s is None or c2s.closed:
+            return
+        if c2s.transport is not None:
+            c2s.transport.disconnecting = True
+        reason = Failure(ConnectionDone() if clean else ConnectionLost())
+        if not undelivered:
+            self.clock.callLater(0, _lose, c2s, reason)
+            return
+        # What it never delivered is stored (or bounced) before the session ends: the end
+        # (the unavailable presence contacts get) comes after, and anything routed to it
+        # meanwhile is handed back too (output()).
+        d = Deferred.fromCoroutine(hand_back(self.server, c2s, undelivered))
+        d.addBoth(lambda _: _lose(c2s, reason))
+        self.server.track(d)
 
     def _end(self) -> None:
         if self._idle is not None and self._idle.active():
