@@ -382,10 +382,21 @@ def test_the_terms_are_within_the_configured_limits(env: Env) -> None:
 
 
 def test_a_restart_is_only_after_sasl_and_empty(env: Env) -> None:
-    """XEP-0206 §5: xmpp:restart belongs after SASL success, in an empty body."""
+    """XEP-0206 §5: xmpp:restart belongs after SASL success, in an empty body, and comes
+    before anything else after it."""
     c = env.client()
     c.create()
     assert c.post(**{"xmpp:restart": "true"}).answer.get("condition") == "bad-request"
+    c = env.client()
+    c.create()
+    token = base64.b64encode(b"\0alice\0pw").decode()
+    c.post(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    bind = (f"<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{BIND}'/></iq>")
+    assert c.post(bind).answer.get("condition") == "bad-request"  # no restart first
+    c = env.client()
+    c.create()
+    c.post(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    assert c.post(bind, **{"xmpp:restart": "true"}).answer.get("condition") == "bad-request"
 
 
 def test_secure_sessions_ignore_plain_requests(env: Env) -> None:

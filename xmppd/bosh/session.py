@@ -212,6 +212,11 @@ class BoshSession:
                 self.fail(req.exchange, "bad-request")
                 return
             self._restart(body)
+        elif items and c2s.restart_expected:
+            # RFC 6120 §6.4.6: after SASL success the stream restarts before anything else
+            # (on TCP, an element instead of the new header is a stream error too).
+            self.fail(req.exchange, "bad-request")
+            return
         self._forward(items)
         if terminate and self.state == OPEN:
             c2s.element_received(TERMINATE)  # after the payloads (§13)
