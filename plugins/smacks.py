@@ -84,7 +84,7 @@ class StreamManagement(Plugin):
                     t.cancel()
 
     def features_(self, ev: H.FeaturesEvent) -> None:
-        if ev.stage == "post-auth":
+        if ev.stage == "post-auth" and getattr(ev.session, "stream_management", True):
             st.add(ev.features, "sm", NS)
 
     # -- nonzas ----------------------------------------------------------------------------------
@@ -96,6 +96,10 @@ class StreamManagement(Plugin):
                    "resume": self.resume}.get(el.name)
         if handler is None:
             return False
+        if el.name in ("enable", "resume") and not getattr(session, "stream_management", True):
+            # Not offered on this transport (BOSH recovers lost responses itself).
+            self._failed(session, "feature-not-implemented")
+            return True
         await handler(session, el)
         return True
 

@@ -1,4 +1,6 @@
-"""The Converse.js web client at /chat/, pre-configured for this server's WebSocket.
+"""The Converse.js web client at /chat/, pre-configured for this server's WebSocket, or for
+its BOSH endpoint (XEP-0206) with /chat/?transport=bosh (networks that let only plain
+HTTP requests through).
 
 The client comes from the npm package pinned in web/package.json (`npm ci --prefix web`);
 nothing of it is committed. Without it, /chat/ explains how to install it.
@@ -114,8 +116,11 @@ class WebClient(Plugin):
     def page(self, request: Request) -> str:
         host = (request.getHeader("host") or "").split(":")[0]
         domain = host if self.host.is_local(host) else self.host.domain
+        bosh = (request.args or {}).get(b"transport") == [b"bosh"]
+        transport = ({"bosh_service_url": self.host.bosh_url(request)} if bosh
+                     else {"websocket_url": self.host.websocket_url(request)})
         settings: dict[str, object] = {
-            "websocket_url": self.host.websocket_url(request),
+            **transport,
             "view_mode": self.options.view_mode,
             "discover_connection_methods": False,
             "default_domain": domain,

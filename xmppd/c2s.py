@@ -35,6 +35,7 @@ class C2SSession(OrderedXmlStream):
     kind = "c2s"
     transport_kind = "c2s"  # the metrics' connection kind ("websocket" for RFC 7395)
     can_starttls = True  # False for transports that cannot upgrade (RFC 7395 WebSocket)
+    stream_management = True  # whether XEP-0198 is offered (not over BOSH: xmppd.bosh)
 
     def __init__(self, server: XmppServer, direct_tls: bool) -> None:
         super().__init__(server.clock)

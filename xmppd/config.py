@@ -139,6 +139,20 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class BoshConfig:
+    """XMPP over BOSH (XEP-0124, XEP-0206) at /http-bind on the http(s) listeners. Times are
+    whole seconds, as the protocol's attributes are."""
+
+    enabled: bool = True
+    max_wait: int = 60  # longest a request is held open; the client's 'wait' when shorter
+    max_hold: int = 1  # requests held at once; the client's 'hold' when fewer
+    inactivity: int = 60  # a session with no request open this long has ended
+    max_pause: int = 120  # longest pause a client may ask for (XEP-0124 §10); 0: none
+    polling: int = 2  # two empty requests closer than this are too frequent (§11, §12)
+    origins: list[str] = field(default_factory=list)  # other browser Origins; "*" = any
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Several nodes sharing one database and one Redis (xmppd/cluster.py). Every node needs
     the same hosts, plugins and storage URL (PostgreSQL or MariaDB) and its own node id."""
@@ -190,6 +204,7 @@ class ServerConfig:
     log: LogConfig = LogConfig()
     federation: FederationConfig = FederationConfig()
     web: WebConfig = WebConfig()
+    bosh: BoshConfig = BoshConfig()
     cluster: ClusterConfig = ClusterConfig()
     components: dict[str, ComponentConfig] = field(default_factory=dict)
     metrics: MetricsConfig = MetricsConfig()
@@ -314,6 +329,20 @@ def _validate(cfg: ServerConfig) -> None:
                           "limits.max_stanza_size")
     _validate_federation(cfg.federation)
     _validate_components(cfg)
+    _validate_bosh(cfg.bosh)
+
+
+def _validate_bosh(b: BoshConfig) -> None:
+    if not 1 <= b.max_wait <= 3600:
+        raise ConfigError("bosh.max_wait: between 1 and 3600 seconds")
+    if not 1 <= b.max_hold <= 10:
+        raise ConfigError("bosh.max_hold: between 1 and 10")
+    if b.inactivity < 5:
+        raise ConfigError("bosh.inactivity: at least 5 seconds")
+    if not 0 <= b.max_pause <= 86400:
+        raise ConfigError("bosh.max_pause: between 0 and 86400 seconds")
+    if b.polling < 0:
+        raise ConfigError("bosh.polling: must not be negative")
 
 
 def _validate_components(cfg: ServerConfig) -> None:

@@ -52,7 +52,7 @@ LAG_INTERVAL: Final = 0.5  # seconds between reactor lag probes
 FAMILIES: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "xmppd_build": ("info", "xmppd version", ("version",)),
     "xmppd_connections": ("gauge", "Open connections by kind: c2s (TCP), websocket "
-                          "(RFC 7395), s2s_in, s2s_out", ("kind",)),
+                          "(RFC 7395), bosh (XEP-0206 sessions), s2s_in, s2s_out", ("kind",)),
     "xmppd_sessions": ("gauge", "Resources bound on this node", ()),
     "xmppd_authentications": ("counter", "Client SASL outcomes: success, failure, banned "
                               "(refused by the brute-force guard), aborted", ("result",)),
@@ -118,7 +118,7 @@ class ServerCollector(Collector):
         conns = Counter(c.transport_kind for c in server.connections)
         s2s = server.s2s
         fam = _family("xmppd_connections")
-        for kind in ("c2s", "websocket"):
+        for kind in ("c2s", "websocket", "bosh"):
             fam.add_metric([kind], conns.get(kind, 0))
         fam.add_metric(["s2s_in"], len(s2s.inbound) if s2s is not None else 0)
         fam.add_metric(["s2s_out"], len(s2s.outbound) if s2s is not None else 0)

@@ -188,6 +188,10 @@ class Host:
         """The RFC 7395 endpoint as the requesting browser can reach it."""
         return self._server.web.websocket_url(request)
 
+    def bosh_url(self, request: Any) -> str:
+        """The XEP-0206 endpoint as the requesting browser can reach it."""
+        return self._server.web.bosh_url(request)
+
     def _track(self, undo: Callable[[], None]) -> None:
         self._undo.setdefault(self._loading or "", []).append(undo)
 

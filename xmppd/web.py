@@ -1,7 +1,8 @@
 """One twisted.web site for every HTTP(S) listener; plugins mount resources on it.
 
-Core mounts the XMPP WebSocket endpoint (/xmpp-websocket, RFC 7395) and XEP-0156
-discovery (/.well-known/host-meta and host-meta.json); plugins add upload, the web client...
+Core mounts the XMPP WebSocket endpoint (/xmpp-websocket, RFC 7395), BOSH (/http-bind,
+XEP-0124/XEP-0206) and XEP-0156 discovery (/.well-known/host-meta and host-meta.json);
+plugins add upload, the web client...
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from xmppd.config import ListenerConfig
+from xmppd.stanza import escape_attr
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer
 
 NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
+REL_BOSH = "urn:xmpp:alt-connections:xbosh"
 
 
 MAX_PLAIN_BODY = 64 * 1024  # request bodies for resources that do not stream them
@@ -118,8 +121,16 @@ class Root(Resource):
         return b"xmppd\n"
 
 
+def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
+    """Same origin, a configured origin, or '*' (RFC 6455 §10.2, RFC 7395 §5)."""
+    if "*" in allowed or origin in allowed:
+        return True
+    bare = origin.split("://", 1)[-1]
+    return bool(host) and bare == host
+
+
 class HostMeta(Resource):
-    """XEP-0156 §3: where the WebSocket endpoint is, as XRD or JSON (JRD)."""
+    """XEP-0156 §3: where the WebSocket and BOSH endpoints are, as XRD or JSON (JRD)."""
 
     isLeaf = True  # noqa: N815 (twisted.web API)
 
@@ -129,14 +140,19 @@ class HostMeta(Resource):
         self.as_json = as_json
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802
-        href = self.web.websocket_url(request)
+        links = [(REL_WEBSOCKET, self.web.websocket_url(request))]
+        if self.web.server.config.bosh.enabled:
+            links.append((REL_BOSH, self.web.bosh_url(request)))
         request.setHeader(b"access-control-allow-origin", b"*")
         if self.as_json:
             request.setHeader(b"content-type", b"application/json")
-            return json.dumps({"links": [{"rel": REL_WEBSOCKET, "href": href}]}).encode()
+            return json.dumps({"links": [{"rel": rel, "href": href}
+                                         for rel, href in links]}).encode()
         request.setHeader(b"content-type", b"application/xrd+xml; charset=utf-8")
         return (f"<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='{NS_XRD}'>\n"
-                f"  <Link rel='{REL_WEBSOCKET}' href='{href}'/>\n</XRD>\n").encode()
+                + "".join(f"  <Link rel='{rel}' href=\"{escape_attr(href)}\"/>\n"
+                          for rel, href in links)
+                + "</XRD>\n").encode()
 
 
 class WebServer:
@@ -167,6 +183,10 @@ class WebServer:
         if not self._ws_mounted:
             # One resource serves both listeners; 'secure' comes from the listener type.
             self.root.putChild(b"xmpp-websocket", _PerListener(self.server))
+            if self.server.config.bosh.enabled:
+                from xmppd.bosh.http import BoshResource
+
+                self.root.putChild(b"http-bind", BoshResource(self.server))
             self._ws_mounted = True
         factory: Any = _ListenerSite(self.root, secure)
         if secure:
@@ -184,6 +204,15 @@ class WebServer:
         secure = request.isSecure() or (request.getHeader("x-forwarded-proto") == "https")
         host = (request.getHeader("host") or "localhost")
         return f"{'wss' if secure else 'ws'}://{host}/xmpp-websocket"
+
+    def bosh_url(self, request: Request) -> str:
+        """The XEP-0124 endpoint as the requesting client reaches it (XEP-0156 §3)."""
+        public = self.server.config.web.public_url.rstrip("/")
+        if public:
+            return f"{public}/http-bind"
+        secure = request.isSecure() or (request.getHeader("x-forwarded-proto") == "https")
+        host = (request.getHeader("host") or "localhost")
+        return f"{'https' if secure else 'http'}://{host}/http-bind"
 
 
 class _ListenerSite(Site):

@@ -20,6 +20,7 @@ from xmppd import netaddr
 from xmppd import stanza as st
 from xmppd.c2s import C2SSession
 from xmppd.errors import StreamError
+from xmppd.web import origin_allowed
 from xmppd.xmlstream import XMLStreamParser, stream_error_xml
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ class XmppWebSocketProtocol(WebSocketServerProtocol):
         web = self.factory.server.config.web
         headers = {k.lower(): v for k, v in request.headers.items()}
         origin = request.origin or headers.get("origin")
-        if origin and origin != "null" and not _origin_allowed(origin, headers.get("host", ""),
+        if origin and origin != "null" and not origin_allowed(origin, headers.get("host", ""),
                                                                web.websocket_origins):
             raise ConnectionDeny(403, "origin not allowed")
         peer = self.tcp.getPeer()
@@ -261,11 +262,3 @@ def websocket_resource(server: XmppServer, secure: bool) -> WebSocketResource:
 class _Forwarded:
     def __init__(self, host: str) -> None:
         self.host, self.port = host, 0
-
-
-def _origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
-    """Same origin, a configured origin, or '*' (RFC 6455 §10.2, RFC 7395 §5)."""
-    if "*" in allowed or origin in allowed:
-        return True
-    bare = origin.split("://", 1)[-1]
-    return bool(host) and bare == host

@@ -27,8 +27,8 @@ def test_example_config_loads_and_documents_every_key() -> None:
     cfg = load(ROOT / "xmppd.example.toml")
     assert cfg == dataclasses.replace(load(None), base_dir=cfg.base_dir, plugins=cfg.plugins)
     text = (ROOT / "xmppd.example.toml").read_text()
-    for section in ("storage", "tls", "auth", "limits", "log", "federation", "web", "cluster",
-                    "metrics"):
+    for section in ("storage", "tls", "auth", "limits", "log", "federation", "web", "bosh",
+                    "cluster", "metrics"):
         for f in dataclasses.fields(getattr(cfg, section)):
             if f.name == "domains":  # a table of per-domain tables, shown commented out
                 assert f"[{section}.domains." in text
