@@ -14,6 +14,7 @@ from twisted.words.xish.domish import Element
 from federation.dialback import DB_DECL
 from federation.verify import PeerCertificate, Role, peer_certificate
 from xmppd import stanza as st
+from xmppd.tls import negotiated_alpn
 from xmppd.xmlstream import OrderedXmlStream
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ class S2SStream(OrderedXmlStream):
             self.peer_cert = peer_certificate(self.transport.getHandle(), self.manager.trust,
                                               role)
         return self.peer_cert
+
+    def tls_note(self) -> str:
+        """For the log: the ALPN protocol the TLS layer agreed on (XEP-0368), if any."""
+        proto = negotiated_alpn(self.transport) if self.tls_active else ""
+        return f", ALPN {proto}" if proto else ""
 
     def peer_stream_error(self, el: Element) -> str:
         """Log a ``<stream:error/>`` from the peer; returns its condition."""

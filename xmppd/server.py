@@ -37,7 +37,7 @@ from xmppd.reload import ReloadReport
 from xmppd.router import Router
 from xmppd.sessions import Session, SessionManager
 from xmppd.stats import Stats
-from xmppd.tls import CertStore
+from xmppd.tls import CertStore, listener_tls
 from xmppd.usercache import UserCaches
 from xmppd.web import WebServer
 
@@ -134,7 +134,8 @@ class XmppServer:
                 if lc.reuse_port:
                     port = self._listen_shared(lc, factory)
                 elif lc.type == "c2s_tls":
-                    port = self.reactor.listenSSL(lc.port, factory, self.certs.factory,
+                    port = self.reactor.listenSSL(lc.port, factory,
+                                                  listener_tls(self.certs.factory, lc.type),
                                                   interface=lc.address)
                 else:
                     port = self.reactor.listenTCP(lc.port, factory, interface=lc.address)
@@ -170,7 +171,8 @@ class XmppServer:
             sock.setblocking(False)
             proto: Any = factory
             if lc.type == "c2s_tls":
-                proto = TLSMemoryBIOFactory(self.certs.factory, False, factory)
+                proto = TLSMemoryBIOFactory(listener_tls(self.certs.factory, lc.type), False,
+                                            factory)
             port: IListeningPort = self.reactor.adoptStreamPort(sock.fileno(), family, proto)
         finally:
             sock.close()  # the reactor holds its own duplicate of the descriptor

@@ -15,6 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from xmppd.config import ListenerConfig
+from xmppd.tls import listener_tls
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer
@@ -171,7 +172,8 @@ class WebServer:
         factory: Any = _ListenerSite(self.root, secure)
         if secure:
             assert self.server.certs is not None
-            return self.server.reactor.listenSSL(lc.port, factory, self.server.certs.factory,
+            creator = listener_tls(self.server.certs.factory, "https")
+            return self.server.reactor.listenSSL(lc.port, factory, creator,
                                                  interface=lc.address)
         return self.server.reactor.listenTCP(lc.port, factory, interface=lc.address)
 
