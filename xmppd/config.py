@@ -30,7 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "disco", "ping", "version", "time", "roster", "presence", "offline", "mam", "carbons",
     "smacks", "csi", "hints", "webclient", "vcard", "search", "register", "blocking",
     "private", "last", "caps", "muc",
-    "upload", "extdisco", "contact",
+    "upload", "extdisco", "contact", "proxy65",
     "pep",
     "adhoc", "admin",
 )
@@ -39,10 +39,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 @dataclass(frozen=True)
 class ListenerConfig:
     """One listening socket. type: c2s (STARTTLS), c2s_tls (XEP-0368 direct TLS), s2s, s2s_tls,
-    http, https, component (XEP-0114, plain TCP), component_tls (XEP-0114 inside TLS)."""
+    http, https, component (XEP-0114, plain TCP), component_tls (XEP-0114 inside TLS), socks5
+    (the XEP-0065 bytestreams proxy of the proxy65 plugin)."""
 
     type: Literal["c2s", "c2s_tls", "s2s", "s2s_tls", "http", "https", "component",
-                  "component_tls"]
+                  "component_tls", "socks5"]
     port: int
     # Empty: 127.0.0.1 for component listeners (a component's secret and stanzas cross them
     # unencrypted), 0.0.0.0 for the others.
@@ -251,6 +252,7 @@ DEFAULT_LISTENERS = [
     {"type": "s2s_tls", "port": 5270, "address": "0.0.0.0"},
     {"type": "http", "port": 5280, "address": "0.0.0.0"},
     {"type": "https", "port": 5281, "address": "0.0.0.0"},
+    {"type": "socks5", "port": 5000, "address": "0.0.0.0"},
 ]
 
 

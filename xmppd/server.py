@@ -70,6 +70,8 @@ class XmppServer:
         self.components: Any = None  # components.manager.ComponentManager when configured
         self.connections: set[C2SSession] = set()
         self.listeners: list[tuple[str, IListeningPort]] = []
+        # Protocol factories plugins provide for listener types of theirs (Host.listener_factory)
+        self.listener_factories: dict[str, Any] = {}
         self.started_at = self.clock.seconds()
         auth = config.auth
         self.auth_guard = AuthGuard(GuardPolicy(
@@ -146,6 +148,13 @@ class XmppServer:
                     raise ValueError(f"listeners: a {lc.type} listener needs "
                                      "federation.enabled = true")
                 port = self.s2s.listen(lc)
+            elif lc.type in self.listener_factories:  # served by a plugin (socks5: proxy65)
+                port = self.reactor.listenTCP(lc.port, self.listener_factories[lc.type],
+                                              interface=lc.address)
+            elif lc.type == "socks5":
+                log.info("no plugin serves {type} listeners: port {port} not opened",
+                         type=lc.type, port=lc.port)
+                continue
             elif lc.type in ("component", "component_tls"):
                 if self.components is None:
                     log.info("no components configured: {type} listener on port {port} "
