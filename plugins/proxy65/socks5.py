@@ -183,6 +183,8 @@ class Socks5Relay(ServerFactory):
     """The factory of the socks5 listeners, shared by the proxy services of all hosts (one
     listener serves them all; a stream is known only by its hash until activation)."""
 
+    noisy = False  # no "Starting factory" lines
+
     def __init__(self, clock: Any, limits: Limits) -> None:
         self.clock = clock
         self.limits = limits
