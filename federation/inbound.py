@@ -251,7 +251,7 @@ class S2SInStream(S2SStream):
         self._timer = None
         self.log.info("s2s from {peer} authenticated as {domain} for {host} ({how}{tls})",
                       peer=self.peer, domain=domain, host=self.host, how=how,
-                      tls=self.tls_note())
+                      tls=self.tls_note(self.direct_tls))
         self.manager.inbound_authenticated(domain)
 
     # -- dialback: Receiving Server (XEP-0220 §2.2.1) ----------------------------------------------

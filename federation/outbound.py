@@ -290,7 +290,7 @@ class S2SOutStream(S2SStream):
         self.stanza_limit_changed()
         self.log.info("s2s {local} -> {remote} ({peer}) authenticated ({how}{tls})",
                       local=local, remote=self.remote, peer=self.peer, how=how,
-                      tls=self.tls_note())
+                      tls=self.tls_note(self.target.direct_tls))
         if local == self.local and not self.ready.called:
             self.ready.callback(self)
 

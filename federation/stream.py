@@ -42,9 +42,11 @@ class S2SStream(OrderedXmlStream):
                                               role)
         return self.peer_cert
 
-    def tls_note(self) -> str:
-        """For the log: the ALPN protocol the TLS layer agreed on (XEP-0368), if any."""
-        proto = negotiated_alpn(self.transport) if self.tls_active else ""
+    def tls_note(self, direct_tls: bool) -> str:
+        """For the log of a direct-TLS stream: the ALPN protocol agreed on (XEP-0368 §3 rule
+        9), if any. STARTTLS lines stay as they were (peers such as Prosody and ejabberd
+        offer ALPN there too, which says nothing new)."""
+        proto = negotiated_alpn(self.transport) if direct_tls else ""
         return f", ALPN {proto}" if proto else ""
 
     def peer_stream_error(self, el: Element) -> str:
