@@ -33,6 +33,7 @@ from xmppd import stanza as st
 from xmppd.config import ConfigError, ListenerConfig
 from xmppd.errors import StanzaError, StreamError
 from xmppd.logs import Logger
+from xmppd.tls import listener_tls
 
 if TYPE_CHECKING:
     from xmppd.plugin import Host
@@ -87,7 +88,8 @@ class ComponentManager:
         factory = ComponentFactory(self)
         if lc.type == "component_tls":
             assert self.server.certs is not None
-            port: IListeningPort = reactor.listenSSL(lc.port, factory, self.server.certs.factory,
+            creator = listener_tls(self.server.certs.factory, lc.type)
+            port: IListeningPort = reactor.listenSSL(lc.port, factory, creator,
                                                      interface=lc.address)
         else:
             port = reactor.listenTCP(lc.port, factory, interface=lc.address)

@@ -249,8 +249,9 @@ class S2SInStream(S2SStream):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self.log.info("s2s from {peer} authenticated as {domain} for {host} ({how})",
-                      peer=self.peer, domain=domain, host=self.host, how=how)
+        self.log.info("s2s from {peer} authenticated as {domain} for {host} ({how}{tls})",
+                      peer=self.peer, domain=domain, host=self.host, how=how,
+                      tls=self.tls_note(self.direct_tls))
         self.manager.inbound_authenticated(domain)
 
     # -- dialback: Receiving Server (XEP-0220 §2.2.1) ----------------------------------------------

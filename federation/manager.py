@@ -29,6 +29,7 @@ from xmppd import hooks as H
 from xmppd.config import ListenerConfig
 from xmppd.errors import StanzaError, StreamError
 from xmppd.logs import Logger
+from xmppd.tls import listener_tls
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer
@@ -94,7 +95,8 @@ class S2SManager:
         reactor = self.server.reactor
         if lc.type == "s2s_tls":
             port: IListeningPort = reactor.listenSSL(
-                lc.port, S2SInFactory(self, True), self.contexts.factory, interface=lc.address)
+                lc.port, S2SInFactory(self, True), listener_tls(self.contexts.factory, lc.type),
+                interface=lc.address)
         else:
             port = reactor.listenTCP(lc.port, S2SInFactory(self, False), interface=lc.address)
         return port

@@ -288,8 +288,9 @@ class S2SOutStream(S2SStream):
     def _authorized(self, local: str, how: str) -> None:
         self.authorized.add(local)
         self.stanza_limit_changed()
-        self.log.info("s2s {local} -> {remote} ({peer}) authenticated ({how})", local=local,
-                      remote=self.remote, peer=self.peer, how=how)
+        self.log.info("s2s {local} -> {remote} ({peer}) authenticated ({how}{tls})",
+                      local=local, remote=self.remote, peer=self.peer, how=how,
+                      tls=self.tls_note(self.target.direct_tls))
         if local == self.local and not self.ready.called:
             self.ready.callback(self)
 

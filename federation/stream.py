@@ -14,6 +14,7 @@ from twisted.words.xish.domish import Element
 from federation.dialback import DB_DECL
 from federation.verify import PeerCertificate, Role, peer_certificate
 from xmppd import stanza as st
+from xmppd.tls import negotiated_alpn
 from xmppd.xmlstream import OrderedXmlStream
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ class S2SStream(OrderedXmlStream):
             self.peer_cert = peer_certificate(self.transport.getHandle(), self.manager.trust,
                                               role)
         return self.peer_cert
+
+    def tls_note(self, direct_tls: bool) -> str:
+        """For the log of a direct-TLS stream: the ALPN protocol agreed on (XEP-0368 §3 rule
+        9), if any. STARTTLS lines stay as they were (peers such as Prosody and ejabberd
+        offer ALPN there too, which says nothing new)."""
+        proto = negotiated_alpn(self.transport) if direct_tls else ""
+        return f", ALPN {proto}" if proto else ""
 
     def peer_stream_error(self, el: Element) -> str:
         """Log a ``<stream:error/>`` from the peer; returns its condition."""

@@ -1,8 +1,9 @@
 """TLS contexts for server-to-server streams (RFC 6120 §5, RFC 7590, XEP-0368).
 
 Separate from the c2s contexts because s2s asks the connecting server for its certificate
-(the proof SASL EXTERNAL relies on, XEP-0178) and accepts only the ALPN protocol
-``xmpp-server``. The handshake never fails on the peer's certificate: trust and identity
+(the proof SASL EXTERNAL relies on, XEP-0178). The s2s_tls listener negotiates the ALPN
+protocol ``xmpp-server`` (xmppd.tls.ListenerTLS), and outbound direct TLS offers it. The
+handshake never fails on the peer's certificate: trust and identity
 are judged afterwards (federation.verify), because a certificate we cannot verify still
 allows an encrypted stream authenticated by dialback when policy permits (XEP-0220).
 """
@@ -23,10 +24,6 @@ ALPN_SERVER = b"xmpp-server"
 
 def _accept_any(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
     return True  # verified after the handshake, see module docstring
-
-
-def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes | Any:
-    return ALPN_SERVER if ALPN_SERVER in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -68,7 +65,6 @@ class S2SContexts:
         for domain, paths in self.certs.paths.items():
             ctx = self._base(paths)
             ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _accept_any)
-            ctx.set_alpn_select_callback(_select_alpn)
             out[domain] = ctx
         return out
 

@@ -20,6 +20,8 @@ from xmppd.plugin import Plugin
 NS_INFO = "http://jabber.org/protocol/disco#info"
 NS_ITEMS = "http://jabber.org/protocol/disco#items"
 
+# XEP-0128 form: fixed, or made when asked (None: nothing to add now).
+Extension = Element | Callable[[], Element | None]
 # (request, node) -> the <query/> answer for a node the handler owns, None for any other.
 NodeHandler = Callable[[IqRequest, str], "Awaitable[Element | None] | Element | None"]
 
@@ -37,7 +39,7 @@ class Disco(Plugin):
         self.host.iq("get", NS_INFO, "query", self.account_info, scope="account")
         self.host.iq("get", NS_ITEMS, "query", self.account_items, scope="account")
         self.items: list[tuple[str, str]] = []
-        self.extensions: list[Element] = []
+        self.extensions: list[Extension] = []
         self.info_nodes: list[Callable[[str], Element | None]] = []
         self.nodes: dict[str, list[NodeHandler]] = {"info": [], "items": []}
 
@@ -49,9 +51,14 @@ class Disco(Plugin):
         """Stop advertising a service (an external component that disconnected)."""
         self.items = [item for item in self.items if item[0] != jid]
 
-    def add_extension(self, form: Element) -> None:
-        """XEP-0128: a data form added to the server's disco#info (e.g. XEP-0157 contacts)."""
+    def add_extension(self, form: Extension) -> None:
+        """XEP-0128: a data form added to the server's disco#info (e.g. XEP-0157 contacts),
+        or a callable making it when asked (configuration that a reload may change)."""
         self.extensions.append(form)
+
+    def remove_extension(self, form: Extension) -> None:
+        if form in self.extensions:
+            self.extensions.remove(form)
 
     def add_info_node(self, handler: Callable[[str], Element | None]) -> None:
         """Answer disco#info for nodes of the domain (XEP-0115 "node#ver" caps nodes): the
@@ -91,8 +98,10 @@ class Disco(Plugin):
             st.add(q, "identity", NS_INFO, attrs=attrs)
         for var in self.host.all_features():
             st.add(q, "feature", NS_INFO, attrs={"var": var})
-        for form in self.extensions:
-            st.append(q, st.copy(form))
+        for ext in self.extensions:
+            form = ext if isinstance(ext, Element) else ext()
+            if form is not None:
+                st.append(q, st.copy(form))
         return q
 
     async def host_info(self, req: IqRequest) -> Element:

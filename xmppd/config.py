@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -28,7 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "disco", "ping", "version", "time", "roster", "presence", "offline", "mam", "carbons",
     "smacks", "csi", "hints", "webclient", "vcard", "search", "register", "blocking",
     "private", "last", "caps", "muc",
-    "upload", "extdisco",
+    "upload", "extdisco", "contact", "proxy65",
     "pep", "push",
     "adhoc", "admin",
 )
@@ -37,10 +39,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 @dataclass(frozen=True)
 class ListenerConfig:
     """One listening socket. type: c2s (STARTTLS), c2s_tls (XEP-0368 direct TLS), s2s, s2s_tls,
-    http, https, component (XEP-0114, plain TCP), component_tls (XEP-0114 inside TLS)."""
+    http, https, component (XEP-0114, plain TCP), component_tls (XEP-0114 inside TLS), socks5
+    (the XEP-0065 bytestreams proxy of the proxy65 plugin)."""
 
     type: Literal["c2s", "c2s_tls", "s2s", "s2s_tls", "http", "https", "component",
-                  "component_tls"]
+                  "component_tls", "socks5"]
     port: int
     # Empty: 127.0.0.1 for component listeners (a component's secret and stanzas cross them
     # unencrypted), 0.0.0.0 for the others.
@@ -48,6 +51,25 @@ class ListenerConfig:
     # c2s/c2s_tls: SO_REUSEPORT, so that several cluster nodes on one machine share the port
     # (the kernel spreads connections over them). Needs a fixed port.
     reuse_port: bool = False
+
+
+# XEP-0157 address kinds, the fields registered for the FORM_TYPE
+# http://jabber.org/network/serverinfo ("<kind>-addresses", XMPP Registrar).
+CONTACT_KINDS = ("abuse", "admin", "feedback", "sales", "security", "status", "support")
+
+
+@dataclass(frozen=True)
+class ContactConfig:
+    """XEP-0157 contact addresses of a host ([hosts."example.org".contact]): URIs such as
+    "mailto:abuse@example.org", "xmpp:admin@example.org", "https://example.org/support"."""
+
+    abuse: list[str] = field(default_factory=list)
+    admin: list[str] = field(default_factory=list)
+    feedback: list[str] = field(default_factory=list)
+    sales: list[str] = field(default_factory=list)
+    security: list[str] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+    support: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,8 @@ class HostConfig:
     # Bare JIDs that may run the administrative commands (XEP-0133) for this host; more can
     # be added at run time (edit-admin), these stay.
     admins: list[str] = field(default_factory=list)
+    # XEP-0157 contact addresses in the domain's disco#info (the contact plugin).
+    contact: ContactConfig = ContactConfig()
 
 
 @dataclass(frozen=True)
@@ -243,6 +267,7 @@ DEFAULT_LISTENERS = [
     {"type": "s2s_tls", "port": 5270, "address": "0.0.0.0"},
     {"type": "http", "port": 5280, "address": "0.0.0.0"},
     {"type": "https", "port": 5281, "address": "0.0.0.0"},
+    {"type": "socks5", "port": 5000, "address": "0.0.0.0"},
 ]
 
 
@@ -293,6 +318,7 @@ def _validate(cfg: ServerConfig) -> None:
             raise ConfigError(f"hosts.{name}: cert and key must be given together")
         object.__setattr__(hc, "admins", [_admin_jid(a, f"hosts.{name}.admins")
                                           for a in hc.admins])
+        _validate_contact(hc.contact, f"hosts.{name}.contact")
         normalised[dom] = hc
     object.__setattr__(cfg, "hosts", normalised)
     seen: set[tuple[str, int]] = set()
@@ -376,6 +402,31 @@ def _validate_metrics(m: MetricsConfig) -> None:
             raise ConfigError(f"metrics.allow_networks: {net!r} is not a network") from None
     if m.offline_cache < 0:
         raise ConfigError("metrics.offline_cache: must not be negative")
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"]+$")  # RFC 3986 §3.1 scheme, no spaces
+
+
+def _validate_contact(contact: ContactConfig, where: str) -> None:
+    """Every address is an absolute URI (XEP-0157 §3 sends URIs: mailto:, xmpp:, https:);
+    an xmpp: URI must name a valid JID (RFC 5122 §2)."""
+    for kind in CONTACT_KINDS:
+        for i, uri in enumerate(getattr(contact, kind)):
+            at = f"{where}.{kind}[{i}]"
+            if len(uri) > 1024 or not _URI.match(uri):
+                raise ConfigError(f"{at}: {uri!r} is not a URI such as "
+                                  "\"mailto:abuse@example.org\" or \"xmpp:admin@example.org\"")
+            scheme, _, rest = uri.partition(":")
+            if scheme.lower() == "xmpp":
+                if rest.startswith("//"):  # xmpp://authority/target: the target counts
+                    rest = rest[2:].partition("/")[2]
+                address = rest.split("?", 1)[0].split("#", 1)[0]
+                try:
+                    JID.parse(urllib.parse.unquote(address))
+                except JIDError as exc:
+                    raise ConfigError(f"{at}: {uri!r} does not name a JID: {exc}") from None
+            elif scheme.lower() == "mailto" and "@" not in rest:
+                raise ConfigError(f"{at}: {uri!r} has no mail address")
 
 
 def _admin_jid(value: str, where: str) -> str:

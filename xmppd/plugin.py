@@ -150,6 +150,27 @@ class Host:
         self._server.web.mount(path, resource)
         self._track(lambda: self._server.web.unmount(path))
 
+    def listener_factory(self, listener_type: str, make: Callable[[], Any]) -> Any:
+        """The protocol factory serving the server's listeners of ``listener_type`` (socks5),
+        made by ``make()`` for the first host that asks and shared with the others, as one
+        listener serves every host. It stays for the server's lifetime."""
+        factories = self._server.listener_factories
+        if listener_type not in factories:
+            factories[listener_type] = make()
+        return factories[listener_type]
+
+    def listener_ports(self, listener_type: str) -> list[tuple[str, int]]:
+        """(bound address, port) of each listener of a type, once listening."""
+        out = []
+        for kind, port in self._server.listeners:
+            if kind == listener_type:
+                addr: Any = port.getHost()
+                out.append((str(addr.host), int(addr.port)))
+        return out
+
+    def has_listener(self, listener_type: str) -> bool:
+        return any(lc.type == listener_type for lc in self.config.listeners)
+
     def track(self, d: Deferred[Any]) -> None:
         """Background work that a clean shutdown must wait for."""
         self._server.track(d)

@@ -27,6 +27,14 @@ class TokenBucket:
         self.tokens -= 1.0
         return True
 
+    def spend(self, amount: float, now: float) -> float:
+        """Spend ``amount`` tokens even past zero (bytes already received must go on); the
+        seconds until the debt is repaid, 0.0 if there is none. A byte stream pauses its
+        source for that long, so its average rate stays at ``rate`` per ``per``."""
+        self.tokens = min(self.burst, self._refilled(now)) - amount
+        self.last = now
+        return 0.0 if self.tokens >= 0 else -self.tokens * self.per / self.rate
+
     def full(self, now: float) -> bool:
         """Idle long enough to be as good as new (so it can be forgotten)."""
         return self._refilled(now) >= self.burst

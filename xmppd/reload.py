@@ -4,11 +4,12 @@ what cannot is reported as needing a restart, and left as it is.
 
 Applied: ``log.level``; ``tls`` (new handshakes use the new contexts, established streams keep
 theirs); ``auth`` (mechanisms, throttling, ban policy; bans in force stay); ``limits`` (new
-connections); per host ``cert``, ``key`` and ``admins``; the options of plugins that read
-them only when they use them (``Plugin.live_options``). Everything else (listeners, storage,
-hosts and their plugin lists, federation, web, cluster, data_dir, log format and file, the
-options of other plugins) needs a restart. A configuration file that does not load changes
-nothing (the certificates are still read again); neither does a certificate that does not.
+connections); per host ``cert``, ``key``, ``admins`` and ``contact`` (XEP-0157); the
+options of plugins that read them only when they use them (``Plugin.live_options``).
+Everything else (listeners, storage, hosts and their plugin lists, federation, web, cluster,
+data_dir, log format and file, the options of other plugins) needs a restart. A configuration
+file that does not load changes nothing (the certificates are still read again); neither does
+a certificate that does not.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _merge(old: ServerConfig, new: ServerConfig, report: ReloadReport) -> Server
             if hc.plugins != fresh.plugins:
                 report.restart.append(f"hosts.{domain}.plugins")
             hosts[domain] = dataclasses.replace(hc, cert=fresh.cert, key=fresh.key,
-                                                admins=fresh.admins)
+                                                admins=fresh.admins, contact=fresh.contact)
     return dataclasses.replace(old, hosts=hosts, tls=new.tls, auth=new.auth,
                                limits=new.limits,
                                log=dataclasses.replace(old.log, level=new.log.level))
@@ -149,3 +150,6 @@ def _apply(server: XmppServer, old: ServerConfig, cfg: ServerConfig,
             report.reloaded.append(key)
     if any(cfg.hosts[d].admins != hc.admins for d, hc in old.hosts.items() if d in cfg.hosts):
         report.reloaded.append("admins")
+    if any(cfg.hosts[d].contact != hc.contact for d, hc in old.hosts.items()
+           if d in cfg.hosts):
+        report.reloaded.append("contact")

@@ -37,7 +37,7 @@ from xmppd.reload import ReloadReport
 from xmppd.router import Router
 from xmppd.sessions import Session, SessionManager
 from xmppd.stats import Stats
-from xmppd.tls import CertStore
+from xmppd.tls import CertStore, listener_tls
 from xmppd.usercache import UserCaches
 from xmppd.web import WebServer
 
@@ -70,6 +70,8 @@ class XmppServer:
         self.components: Any = None  # components.manager.ComponentManager when configured
         self.connections: set[C2SSession] = set()
         self.listeners: list[tuple[str, IListeningPort]] = []
+        # Protocol factories plugins provide for listener types of theirs (Host.listener_factory)
+        self.listener_factories: dict[str, Any] = {}
         self.started_at = self.clock.seconds()
         auth = config.auth
         self.auth_guard = AuthGuard(GuardPolicy(
@@ -134,7 +136,8 @@ class XmppServer:
                 if lc.reuse_port:
                     port = self._listen_shared(lc, factory)
                 elif lc.type == "c2s_tls":
-                    port = self.reactor.listenSSL(lc.port, factory, self.certs.factory,
+                    port = self.reactor.listenSSL(lc.port, factory,
+                                                  listener_tls(self.certs.factory, lc.type),
                                                   interface=lc.address)
                 else:
                     port = self.reactor.listenTCP(lc.port, factory, interface=lc.address)
@@ -145,6 +148,13 @@ class XmppServer:
                     raise ValueError(f"listeners: a {lc.type} listener needs "
                                      "federation.enabled = true")
                 port = self.s2s.listen(lc)
+            elif lc.type in self.listener_factories:  # served by a plugin (socks5: proxy65)
+                port = self.reactor.listenTCP(lc.port, self.listener_factories[lc.type],
+                                              interface=lc.address)
+            elif lc.type == "socks5":
+                log.info("no plugin serves {type} listeners: port {port} not opened",
+                         type=lc.type, port=lc.port)
+                continue
             elif lc.type in ("component", "component_tls"):
                 if self.components is None:
                     log.info("no components configured: {type} listener on port {port} "
@@ -170,7 +180,8 @@ class XmppServer:
             sock.setblocking(False)
             proto: Any = factory
             if lc.type == "c2s_tls":
-                proto = TLSMemoryBIOFactory(self.certs.factory, False, factory)
+                proto = TLSMemoryBIOFactory(listener_tls(self.certs.factory, lc.type), False,
+                                            factory)
             port: IListeningPort = self.reactor.adoptStreamPort(sock.fileno(), family, proto)
         finally:
             sock.close()  # the reactor holds its own duplicate of the descriptor

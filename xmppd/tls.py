@@ -1,7 +1,16 @@
 """TLS contexts per served domain, picked by SNI; development self-signed certificates.
 
-RFC 7590 / RFC 6120 §13.8: TLS 1.2 or later, no compression, strong AEAD suites. XEP-0368:
-direct-TLS listeners negotiate ALPN ``xmpp-client`` / ``xmpp-server``.
+RFC 7590 / RFC 6120 §13.8: TLS 1.2 or later, no compression, strong AEAD suites.
+
+ALPN (RFC 7301) on direct-TLS listeners: each listener speaks one protocol, ``xmpp-client``
+on c2s_tls and ``xmpp-server`` on s2s_tls (XEP-0368 §3 rules 8 and 9), ``http/1.1`` on https.
+A client that offers ALPN without that protocol gets the fatal ``no_application_protocol``
+alert (RFC 7301 §3.2: "the server SHALL respond with a fatal 'no_application_protocol'
+alert"), so a client connecting to the wrong port learns it at once instead of speaking the
+wrong protocol. A client that sends no ALPN extension is served: XEP-0368 §3 rule 7 makes
+ALPN a SHOULD, and §5 notes that it may be disabled for privacy. The contexts are shared by
+all listeners (and switched by SNI), so the protocol a connection wants is set on the
+connection itself by the listener's ``ListenerTLS``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
 from xmppd.config import ServerConfig, TLSConfig
@@ -26,6 +35,12 @@ from xmppd.logs import Logger
 log = Logger(namespace="xmppd.tls")
 
 ALPN_PROTOCOLS = (b"xmpp-client", b"xmpp-server")
+# The one ALPN protocol of each direct-TLS listener type; None: no registered protocol, the
+# extension is ignored (XEP-0114 components).
+LISTENER_ALPN: dict[str, bytes | None] = {
+    "c2s_tls": b"xmpp-client", "s2s_tls": b"xmpp-server", "https": b"http/1.1",
+    "component_tls": None,
+}
 
 
 class TLSConfigError(ValueError):
@@ -163,11 +178,58 @@ def make_context(paths: CertPaths, min_version: str, ciphers: str) -> SSL.Contex
     return ctx
 
 
+class NoApplicationProtocol(SSL.Error):
+    """The client's ALPN list lacks the listener's protocol: OpenSSL sends the fatal
+    ``no_application_protocol`` alert and the handshake fails with this."""
+
+
+_UNSET = object()
+
+
 def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes | Any:
-    for proto in ALPN_PROTOCOLS:
-        if proto in offered:
-            return proto
-    return SSL.NO_OVERLAPPING_PROTOCOLS
+    wanted = getattr(conn, "xmppd_alpn", _UNSET)
+    if wanted is _UNSET:  # STARTTLS: ALPN is not part of it, but answer a client that asks
+        for proto in ALPN_PROTOCOLS:
+            if proto in offered:
+                return proto
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+    if wanted is None:
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+    if wanted in offered:
+        return wanted
+    # pyOpenSSL turns an exception here into SSL_TLSEXT_ERR_ALERT_FATAL (the alert) and
+    # raises it from the handshake, where Twisted closes the connection with it.
+    # The argument has the shape of OpenSSL's error queue, which Twisted reads.
+    raise NoApplicationProtocol([("SSL routines", "xmppd", "no application protocol")])
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ListenerTLS:
+    """The TLS connections of one direct-TLS listener: the SNI-chosen contexts of
+    ``contexts`` and the listener's ALPN protocol (module docstring)."""
+
+    def __init__(self, contexts: ContextFactory, alpn: bytes | None) -> None:
+        self.contexts = contexts
+        self.alpn = alpn
+
+    def serverConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:  # noqa: N802
+        conn = SSL.Connection(self.contexts.getContext(), None)
+        conn.set_app_data(tls_protocol)
+        conn.xmppd_alpn = self.alpn  # type: ignore[attr-defined]
+        return conn
+
+
+def listener_tls(contexts: ContextFactory, listener_type: str) -> ListenerTLS:
+    return ListenerTLS(contexts, LISTENER_ALPN[listener_type])
+
+
+def negotiated_alpn(transport: Any) -> str:
+    """The ALPN protocol a TLS transport agreed on ('' for none, or no TLS)."""
+    try:
+        proto = transport.getHandle().get_alpn_proto_negotiated()
+    except (AttributeError, SSL.Error):
+        return ""
+    return proto.decode("ascii", "replace") if proto else ""
 
 
 @implementer(IOpenSSLContextFactory)

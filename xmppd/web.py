@@ -17,6 +17,7 @@ from twisted.web.server import Request, Site
 
 from xmppd.config import ListenerConfig
 from xmppd.stanza import escape_attr
+from xmppd.tls import listener_tls
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer
@@ -32,10 +33,12 @@ MAX_PLAIN_BODY = 64 * 1024  # request bodies for resources that do not stream th
 class BodyRefused(Exception):
     """Raised by a resource's ``body_sink`` to refuse a request before its body is read."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str,
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers  # more response headers (CORS, so a web page sees the status)
 
 
 class GuardedRequest(Request):
@@ -109,9 +112,11 @@ class GuardedRequest(Request):
                   413: b"Payload Too Large"}.get(refused.status, b"Error")
         transport = self.channel.transport
         if transport is not None:
+            extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in refused.headers
+                             if b"\r" not in value and b"\n" not in value)
             transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                            % (refused.status, reason, len(body), body))
+                            b"content-length: %d\r\nconnection: close\r\n%s\r\n%s"
+                            % (refused.status, reason, len(body), extra, body))
             transport.loseConnection()
 
 
@@ -191,7 +196,8 @@ class WebServer:
         factory: Any = _ListenerSite(self.root, secure)
         if secure:
             assert self.server.certs is not None
-            return self.server.reactor.listenSSL(lc.port, factory, self.server.certs.factory,
+            creator = listener_tls(self.server.certs.factory, "https")
+            return self.server.reactor.listenSSL(lc.port, factory, creator,
                                                  interface=lc.address)
         return self.server.reactor.listenTCP(lc.port, factory, interface=lc.address)
 

@@ -17,8 +17,9 @@ an account's uploads are deleted with the account.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -37,6 +38,8 @@ from xmppd.jid import JIDError, prepare_domain
 from xmppd.plugin import Plugin
 
 T = TypeVar("T")
+# RFC 6454 §6.1 serialised origin: scheme "://" host [":" port], lower case, no path
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[a-z0-9.\[\]:-]+$")
 STUCK = 3600  # seconds after its URL expired that an unfinished upload is abandoned
 
 
@@ -53,6 +56,8 @@ class Options:
     expire_after: float = 2592000.0  # seconds a file is kept; 0 = forever
     slot_lifetime: float = 300.0  # seconds a PUT URL is valid
     cleanup_interval: float = 3600.0  # seconds between sweeps for expired files and slots
+    # Web origins whose pages may upload and fetch files (CORS); ["*"]: any origin.
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])
 
 
 class Upload(Plugin):
@@ -168,5 +173,11 @@ def _validate(o: Options) -> None:
         raise bad("slot_lifetime", "must be at least 1 second")
     if o.cleanup_interval <= 0:
         raise bad("cleanup_interval", "must be positive")
+    for i, origin in enumerate(o.cors_origins):
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise bad(f"cors_origins[{i}]", f"{origin!r} is not \"*\" or an origin such as "
+                      "\"https://chat.example.org\" (scheme, host, optional port, no path)")
+    if "*" in o.cors_origins and len(o.cors_origins) > 1:
+        raise bad("cors_origins", "\"*\" already allows every origin: list it alone")
     if o.base_url and not o.base_url.startswith(("https://", "http://")):
         raise bad("base_url", "must start with https:// (or http:// behind a TLS proxy)")

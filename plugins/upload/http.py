@@ -75,19 +75,22 @@ class UploadResource(Resource):
         if request.method != b"PUT":
             return None
         p = self.plugin
+        # The refusal is read by the web page that sent the PUT only with the CORS headers.
+        headers = tuple(self.cors_headers(request.getHeader("origin")))
         if not hasattr(p, "files"):
-            raise BodyRefused(403, "uploads are not available")
+            raise BodyRefused(403, "uploads are not available", headers)
         if length is None:
-            raise BodyRefused(411, "Content-Length is required")
+            raise BodyRefused(411, "Content-Length is required", headers)
         if length > p.opts.max_file_size:
-            raise BodyRefused(413, f"files are limited to {p.opts.max_file_size} bytes")
+            raise BodyRefused(413, f"files are limited to {p.opts.max_file_size} bytes",
+                              headers)
         query = path.split(b"?", 1)[1] if b"?" in path else b""
         expiry = next((v for k, _, v in (a.partition(b"=") for a in query.split(b"&"))
                        if k == b"e"), b"")
         if not expiry.isdigit():
-            raise BodyRefused(403, "This URL is not signed for uploading")
+            raise BodyRefused(403, "This URL is not signed for uploading", headers)
         if int(expiry) < p.now():
-            raise BodyRefused(403, "This upload URL has expired")
+            raise BodyRefused(403, "This upload URL has expired", headers)
         return p.files.partial_file()
 
     def body_abandoned(self, body: IO[bytes]) -> None:
@@ -98,7 +101,7 @@ class UploadResource(Resource):
             self.plugin.host.track(self.plugin.blocking(Path(name).unlink, True))
 
     def render(self, request: Request) -> Any:
-        request.setHeader(b"access-control-allow-origin", b"*")
+        self.cors(request)
         method = request.method
         if method == b"OPTIONS":
             return self.preflight(request)
@@ -124,10 +127,30 @@ class UploadResource(Resource):
         self.plugin.host.track(d)  # a clean stop lets an upload being stored finish
 
     # -- CORS (Fetch §3.2.2 / §3.2.3) -----------------------------------------------------------
+    def cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        """Access-Control-Allow-Origin for every response: "*" by default, as the URLs are
+        capabilities (a GET URL is shared in a message to be fetched by any client; a PUT
+        URL is signed for one upload of one size, which a foreign page gains nothing from),
+        and Prosody's mod_http_file_share answers any origin by default too; with
+        ``cors_origins`` listing origins, only those (the request's Origin echoed, with
+        ``Vary: Origin`` for caches) and none for others, whose pages then see nothing."""
+        allowed = self.plugin.opts.cors_origins
+        if "*" in allowed:
+            return [(b"access-control-allow-origin", b"*")]
+        out = [(b"vary", b"Origin")]
+        if origin is not None and origin.lower() in allowed:
+            out.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        return out
+
+    def cors(self, request: Request) -> None:
+        for name, value in self.cors_headers(request.getHeader("origin")):
+            request.setHeader(name, value)
+
     def preflight(self, request: Request) -> bytes:
         request.setResponseCode(204)
         request.setHeader(b"allow", ALLOW)
-        if request.getHeader("access-control-request-method") is not None:
+        if request.getHeader("access-control-request-method") is not None and (
+                request.responseHeaders.hasHeader(b"access-control-allow-origin")):
             asked = (request.getHeader("access-control-request-headers") or "").split(",")
             names = list(ALLOW_HEADERS)
             for name in (a.strip(" \t") for a in asked[:32]):
@@ -137,7 +160,8 @@ class UploadResource(Resource):
             request.setHeader(b"access-control-allow-methods", ALLOW)
             request.setHeader(b"access-control-allow-headers", ", ".join(names).encode())
             request.setHeader(b"access-control-max-age", b"86400")
-            request.setHeader(b"vary", b"Access-Control-Request-Headers")
+            vary = request.responseHeaders.getRawHeaders(b"vary", [])
+            request.setHeader(b"vary", b", ".join([*vary, b"Access-Control-Request-Headers"]))
         return b""
 
     @staticmethod

@@ -131,7 +131,7 @@ def auth_method(server: ServerProcess) -> set[str]:
     out = set()
     for line in server.log().splitlines():
         if "authenticated as" in line and "(" in line:
-            out.add(line.rsplit("(", 1)[1].rstrip(")"))
+            out.add(line.rsplit("(", 1)[1].rstrip(")").split(", ALPN ")[0])
     return out
 
 
@@ -194,6 +194,15 @@ def test_subscription_presence_and_messages_both_ways(pair: Pair) -> None:
     assert auth_method(pair.a) == {wanted} and auth_method(pair.b) == {wanted}
     assert (f"s2s {A} -> {B}: connected to tls://" in pair.a.log()) == verified
     assert f"s2s {B} -> {A}: connected to 127.0.0.1:" in pair.b.log()
+    # XEP-0368 §3 rule 9: direct TLS between servers negotiates ALPN xmpp-server, offered by
+    # the initiating server and chosen by the s2s_tls listener; STARTTLS carries none.
+    out_line = next(x for x in pair.a.log().splitlines() if f"{A} -> {B} (" in x
+                    and "authenticated (" in x)
+    in_line = next(x for x in pair.b.log().splitlines() if f"authenticated as {A}" in x)
+    for line in (out_line, in_line):
+        assert line.endswith(", ALPN xmpp-server)") == verified, line
+    assert "ALPN" not in next(x for x in pair.a.log().splitlines()
+                              if f"authenticated as {B}" in x)
 
 
 def test_remote_messages_are_archived_and_carbon_copied(pair: Pair) -> None:

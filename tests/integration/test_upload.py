@@ -319,6 +319,10 @@ def test_cors_preflight_and_headers(srv: ServerProcess) -> None:
     assert {"content-disposition", "content-range", "etag"} <= exposed
     r = http_request(srv, "DELETE", slot.get)
     assert r.status == 405 and "PUT" in (r.header("Allow") or "")
+    # refused before the body is read (xmppd.web.BodyRefused): the page can read the status
+    r = http_request(srv, "PUT", slot.put.split("?")[0], b"abc", headers={
+        "Origin": "https://webclient.example", "Content-Length": "3"})
+    assert r.status == 403 and r.header("Access-Control-Allow-Origin") == "*"
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from xmppd.config import ComponentConfig, ConfigError, ServerConfig, from_dict, load
+from xmppd.config import (
+    ComponentConfig,
+    ConfigError,
+    ContactConfig,
+    HostConfig,
+    ServerConfig,
+    from_dict,
+    load,
+)
 from xmppd.plugin import load_class, order, plugin_options
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +42,11 @@ def test_example_config_loads_and_documents_every_key() -> None:
                 assert f"[{section}.domains." in text
                 continue
             assert f"\n{f.name} =" in text, f"{section}.{f.name} is not documented"
+    for f in dataclasses.fields(HostConfig):
+        assert f"\n{f.name} =" in text or f"\n# {f.name} =" in text or (
+            f'[hosts."localhost".{f.name}]' in text), f"hosts.*.{f.name} is not documented"
+    for f in dataclasses.fields(ContactConfig):
+        assert f"\n{f.name} =" in text, f"hosts.*.contact.{f.name} is not documented"
     assert '# [components."' in text and '# type = "component"' in text
     for f in dataclasses.fields(ComponentConfig):
         assert f"\n# {f.name} =" in text, f"components.*.{f.name} is not documented"

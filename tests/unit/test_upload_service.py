@@ -267,6 +267,9 @@ def test_urls_come_from_public_url_or_the_bound_listener(tmp_path: Path) -> None
     ({"cleanup_interval": 0.0}, "plugins.upload.cleanup_interval"),
     ({"base_url": "ftp://x"}, "plugins.upload.base_url"),
     ({"service": "not a domain!"}, "plugins.upload.service"),
+    ({"cors_origins": ["https://chat.example.org/path"]}, "plugins.upload.cors_origins[0]"),
+    ({"cors_origins": ["chat.example.org"]}, "plugins.upload.cors_origins[0]"),
+    ({"cors_origins": ["https://a.example", "*"]}, "plugins.upload.cors_origins: "),
 ])
 def test_bad_options(tmp_path: Path, options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as exc:
