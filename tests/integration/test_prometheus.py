@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -71,6 +72,20 @@ class Prometheus:
                 raise RuntimeError(f"prometheus did not start:\n{self.log()}")
             else:
                 time.sleep(0.1)
+        # "Listening on" comes before the TSDB is open; until then the API answers 503 with
+        # a plain-text body. /-/ready says when queries work.
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"prometheus did not become ready:\n{self.log()}")
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
