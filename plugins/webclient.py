@@ -2,8 +2,12 @@
 its BOSH endpoint (XEP-0206) with /chat/?transport=bosh (networks that let only plain
 HTTP requests through).
 
-The client comes from the npm package pinned in web/package.json (`npm ci --prefix web`);
-nothing of it is committed. Without it, /chat/ explains how to install it.
+The client comes from the npm package pinned in web/package.json and web/package-lock.json;
+nothing of it is committed. When its files are missing at start and ``npm`` is on the PATH,
+the server runs ``npm ci`` in that folder itself, in the background, logging what it does
+(the README's one command then gives a working /chat/ on a machine with npm); meanwhile,
+or without npm, /chat/ says what is going on and how to install the client by hand. The
+server never depends on it: a failed or impossible install is logged and nothing else.
 
 OMEMO (XEP-0384) is available by default: at login the client creates its keys in the
 browser and publishes its device list and key bundle through PEP (a bundle is several KB,
@@ -18,26 +22,35 @@ which surprises users who did not choose encryption themselves.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from twisted.internet import protocol
+from twisted.internet.interfaces import IReactorProcess
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import File
 
 from xmppd.plugin import Plugin
 
-DEFAULT_DIST = Path(__file__).resolve().parent.parent / "web" / "node_modules" / "converse.js" \
-    / "dist"
+DEFAULT_WEB = Path(__file__).resolve().parent.parent / "web"
+DIST = Path("node_modules") / "converse.js" / "dist"
+DEFAULT_DIST = DEFAULT_WEB / DIST
+NPM_ARGS = ("ci", "--no-audit", "--no-fund", "--loglevel=error")
 
 
 @dataclass(frozen=True)
 class Options:
     path: str = "chat"  # URL path of the client
-    dist_dir: str = ""  # converse.js dist folder; empty: web/node_modules/converse.js/dist
+    dist_dir: str = ""  # converse.js dist folder; empty: <web_dir>/node_modules/converse.js/dist
     view_mode: str = "fullscreen"  # converse.js view_mode: fullscreen, overlayed, embedded
     omemo: Literal["off", "available", "default"] = "available"  # see the module docstring
+    web_dir: str = ""  # the npm folder (package.json); empty: web/ of the xmppd checkout
+    install: bool = True  # run `npm ci` there at start when the client files are missing
 
 
 # Converse.js 14.0.0 accepts a contact request with ``contact.authorize().subscribe()``, but
@@ -71,6 +84,35 @@ COMPAT_PLUGIN = """converse.plugins.add('xmppd-compat', {
 });"""
 
 
+
+class NpmInstall(protocol.ProcessProtocol):
+    """One ``npm ci`` run; keeps the end of its error output for the log."""
+
+    def __init__(self, plugin: WebClient, web: Path, dist: Path) -> None:
+        self.plugin, self.web, self.dist = plugin, web, dist
+        self.err = b""
+        self.running = True
+
+    def errReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
+        self.err = (self.err + data)[-2000:]
+
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802 (Twisted API)
+        self.running = False
+        code = getattr(reason.value, "exitCode", None)
+        log = self.plugin.log
+        if code == 0 and (self.dist / "converse.min.js").exists():
+            log.info("web client installed in {dist}; /chat/ serves it", dist=str(self.dist))
+            return
+        log.warn("installing the web client failed (npm ci in {web} exited with {code}): "
+                 "{err}; /chat/ stays unavailable until `npm ci --prefix {web}` succeeds",
+                 web=str(self.web), code=code,
+                 err=self.err.decode(errors="replace").strip() or "no error output")
+
+    def stop(self) -> None:
+        if self.running and self.transport is not None:
+            self.transport.signalProcess("TERM")
+
+
 class ClientPage(Resource):
     isLeaf = False  # noqa: N815 (twisted.web API)
 
@@ -78,12 +120,14 @@ class ClientPage(Resource):
         super().__init__()
         self.plugin = plugin
         self.dist = dist
-        if dist.is_dir():
-            self.putChild(b"dist", File(str(dist)))
 
     def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
         if path in (b"", b"index.html"):
             return self
+        if path == b"dist" and self.dist.is_dir():  # also once an install has finished
+            if b"dist" not in self.children:
+                self.putChild(b"dist", File(str(self.dist)))
+            return self.children[b"dist"]
         return super().getChild(path, request)
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802
@@ -95,6 +139,11 @@ class ClientPage(Resource):
             return b""
         if not (self.dist / "converse.min.js").exists():
             request.setResponseCode(503)
+            installer = self.plugin.installer
+            if installer is not None and installer.running:
+                request.setHeader(b"retry-after", b"30")
+                return (b"<!doctype html><title>xmppd</title><p>The web client is being "
+                        b"installed (<code>npm ci</code>); reload this page in a minute.</p>")
             return (b"<!doctype html><title>xmppd</title><p>The web client is not installed. "
                     b"Run <code>npm ci --prefix web</code> in the xmppd folder.</p>")
         return self.plugin.page(request).encode()
@@ -106,12 +155,49 @@ class WebClient(Plugin):
     Options = Options
 
     def setup(self) -> None:
-        dist = Path(self.options.dist_dir) if self.options.dist_dir else DEFAULT_DIST
-        if not (dist / "converse.min.js").exists():
+        self.installer: NpmInstall | None = None
+        web = Path(self.options.web_dir) if self.options.web_dir else DEFAULT_WEB
+        dist = Path(self.options.dist_dir) if self.options.dist_dir else web / DIST
+        if self.options.path in self.host.mounted_paths():
+            return  # another host of this server serves it (and installs it)
+        self.host.mount(self.options.path, ClientPage(self, dist))
+        if (dist / "converse.min.js").exists():
+            return
+        if self.options.install and not self.options.dist_dir:
+            self.installer = self._install(web, dist)
+        if self.installer is None:
             self.log.warn("web client files not found in {dist}; /chat/ shows how to install "
                           "them (npm ci --prefix web)", dist=str(dist))
-        if self.options.path not in self.host.mounted_paths():
-            self.host.mount(self.options.path, ClientPage(self, dist))
+
+    def _install(self, web: Path, dist: Path) -> NpmInstall | None:
+        """Start ``npm ci`` in ``web`` if that can be done; None (and why, logged) if not."""
+        reactor: Any = self.host.clock
+        npm = shutil.which("npm")
+        if not IReactorProcess.providedBy(reactor):
+            return None
+        if not (web / "package.json").exists() or not (web / "package-lock.json").exists():
+            self.log.warn("no web/package.json and package-lock.json in {web}: the web client "
+                          "cannot be installed from here", web=str(web))
+            return None
+        if npm is None:
+            self.log.warn("the web client is not installed and npm is not on the PATH: /chat/ "
+                          "explains how to install it (Node.js and npm, then npm ci --prefix "
+                          "{web})", web=str(web))
+            return None
+        self.log.info("installing the web client: {npm} ci in {web} (first start; /chat/ "
+                      "answers once it is done)", npm=npm, web=str(web))
+        proc = NpmInstall(self, web, dist)
+        try:
+            reactor.spawnProcess(proc, npm, [npm, *NPM_ARGS], env=dict(os.environ),
+                                 path=str(web))
+        except OSError as exc:
+            self.log.warn("cannot run {npm}: {err}", npm=npm, err=str(exc))
+            return None
+        return proc
+
+    def teardown(self) -> None:
+        if self.installer is not None:
+            self.installer.stop()  # an interrupted install is redone at the next start
 
     def page(self, request: Request) -> str:
         host = (request.getHeader("host") or "").split(":")[0]

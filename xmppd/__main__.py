@@ -1,5 +1,6 @@
-"""Command line: ``xmppd run|cert|check|features|invite`` and one subcommand per
-administrative operation (xmppd/ops.py; xmppd/cli.py builds and runs them)."""
+"""Command line: ``xmppd run|cert|check|features|invite|backup|restore|export|import`` and
+one subcommand per administrative operation (xmppd/ops.py; xmppd/cli.py builds and runs
+them)."""
 
 from __future__ import annotations
 
@@ -196,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", cmd_check, "validate configuration, certificates and storage")
     feats = add("features", cmd_features, "list implemented specifications (README table)")
     feats.add_argument("--doap", action="store_true", help="as a DOAP file instead")
+    from xmppd.backup import add_commands
+
+    add_commands(add)
     return p
 
 

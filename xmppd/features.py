@@ -24,6 +24,7 @@ CORE_SPECS: tuple[str, ...] = (
     "XEP-0478 0.2.0 (stream limits advertisement)",
     "XEP-0004 2.13.1 (data forms)",
     "XEP-0082 1.1.1 (date and time profiles)",
+    "XEP-0227 1.1 (xmppd export/import/backup; MUC rooms as an extension)",
 )
 
 

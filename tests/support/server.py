@@ -89,6 +89,10 @@ class ServerProcess:
                 {"type": "c2s_tls", "port": 0, "address": "127.0.0.1"},
                 {"type": "https", "port": 0, "address": "127.0.0.1"},
             ],
+            # Test servers never run `npm ci` in the checkout's web/ (dozens of them at once
+            # would race in one folder); tests/integration/test_webclient_install.py turns it
+            # on for a folder of its own.
+            "plugins": {"webclient": {"install": False}},
         }
         if os.environ.get("XMPPD_TEST_REACTOR"):
             cfg["reactor"] = os.environ["XMPPD_TEST_REACTOR"]  # tox -e stock
