@@ -79,11 +79,48 @@ def set_level(level: str) -> None:
         _predicate.clearLogLevels()
 
 
+class ReopenableFile:
+    """The log file, opened again by name on each reload: logrotate (contrib/logrotate/) moves
+    the file away and signals the server, which then writes to a new file of the old name
+    (without this it would go on writing into the rotated one). A file that cannot be opened
+    again keeps the old one in use."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, text: str) -> int:
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def reopen(self) -> None:
+        new = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (OSError: caller reports)
+        old, self._file = self._file, new
+        old.close()
+
+
+_log_file: ReopenableFile | None = None
+
+
+def reopen() -> str | None:
+    """Open the log file again (a reload); the file's name, or None when logging goes to
+    standard error. OSError if it cannot be opened (the old file stays in use)."""
+    if _log_file is None:
+        return None
+    _log_file.reopen()
+    return _log_file.path
+
+
 def setup(cfg: LogConfig) -> None:
-    global _threshold, _predicate
+    global _threshold, _predicate, _log_file
     _threshold = _LEVELS[cfg.level]
-    out: IO[str] = open(cfg.file, "a", encoding="utf-8") if cfg.file else sys.stderr  # noqa: SIM115
-    base = jsonFileLogObserver(out) if cfg.format == "json" else text_observer(out)
+    out: IO[str] | ReopenableFile = sys.stderr
+    if cfg.file:
+        out = _log_file = ReopenableFile(cfg.file)
+    base = (jsonFileLogObserver(out) if cfg.format == "json"  # type: ignore[arg-type]
+            else text_observer(out))  # type: ignore[arg-type]
     predicate = _predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[cfg.level])
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(base, [predicate])],
                                      redirectStandardIO=False, discardBuffer=True)

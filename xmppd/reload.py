@@ -7,7 +7,8 @@ theirs); ``auth`` (mechanisms, throttling, ban policy; bans in force stay); ``li
 connections); per host ``cert``, ``key``, ``admins`` and ``contact`` (XEP-0157); the
 options of plugins that read them only when they use them (``Plugin.live_options``).
 Everything else (listeners, storage, hosts and their plugin lists, federation, web, cluster,
-data_dir, log format and file, the options of other plugins) needs a restart. A configuration
+data_dir, log format and file name, the options of other plugins) needs a restart. The log
+file is opened again by its name each time, for logrotate. A configuration
 file that does not load changes nothing (the certificates are still read again); neither does
 a certificate that does not.
 """
@@ -120,6 +121,12 @@ async def reload(server: XmppServer) -> ReloadReport:
                     d: dataclasses.replace(hc, cert=old.hosts[d].cert, key=old.hosts[d].key)
                     for d, hc in merged.hosts.items()})
     _apply(server, old, merged, report)
+    try:  # after logrotate moved it away (contrib/logrotate/xmppd)
+        reopened = logs.reopen()
+        if reopened is not None:
+            report.reloaded.append(f"log file ({reopened})")
+    except OSError as exc:
+        report.errors.append(f"log file not reopened: {exc}")
     for plugin, options in updates:
         plugin.reload(options)
     log.info("reloaded: {what}", what=", ".join(report.reloaded) or "nothing")
