@@ -259,7 +259,9 @@ class C2SSession(OrderedXmlStream):
             host.iq_registry.handles_namespace("preauth", payload.uri))
 
     async def _preauth_iq(self, el: Element) -> None:
-        """IQs allowed before authentication (XEP-0077 registration) get no 'from'."""
+        """IQs allowed before authentication (XEP-0077 registration). The answer carries no
+        'from' and no 'to' (XEP-0077 §3.1): the entity has no address yet, and a 'from' it
+        wrote is nobody's to echo back (RFC 6120 §8.1.2.1)."""
         host = self.server.hosts[self.host]
         payload = next(c for c in el.children if isinstance(c, Element))
         from xmppd.iq import IqRequest
@@ -274,11 +276,12 @@ class C2SSession(OrderedXmlStream):
             if hasattr(result, "__await__"):
                 result = await result  # type: ignore[misc]
             reply = st.result_for(el)
-            reply.attributes.pop("from", None)
             if isinstance(result, Element):
                 st.append(reply, result)
         except StanzaError as err:
             reply = error_reply(el, err)
+        reply.attributes.pop("from", None)
+        reply.attributes.pop("to", None)
         self.send(reply)
 
     # -- resource binding (RFC 6120 §7) ---------------------------------------------------------

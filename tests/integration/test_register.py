@@ -118,6 +118,25 @@ def test_registration_is_off_by_default(server: ServerProcess) -> None:
     assert server.cli("users").stdout.split().count("someone@localhost") == 0
 
 
+def test_a_preauth_answer_carries_no_address_the_client_wrote(server: ServerProcess) -> None:
+    """Found by the fuzzer: before authentication an IQ with a made-up 'from' got its error
+    addressed to that JID (from the host it named in 'to'). The answer names nobody."""
+    async def body() -> None:
+        raw, _ = await unauthenticated(server)
+        await raw.send("<iq type='set' id='f1' from='room@conference.localhost' "
+                       "to='conference.localhost'><query xmlns='jabber:iq:register'/></iq>")
+        res = await raw.read()
+        assert res.get("id") == "f1" and stanza_error(res) == ("cancel", "service-unavailable")
+        assert res.get("to") is None and res.get("from") is None, ET.tostring(res)
+        await raw.send("<iq type='get' id='f2' from='bob@localhost/x' to='localhost'>"
+                       "<query xmlns='jabber:iq:register'/></iq>")
+        res = await raw.read()
+        assert res.get("id") == "f2" and res.get("to") is None and res.get("from") is None
+        raw.close()
+
+    run(body())
+
+
 def test_change_password(server: ServerProcess) -> None:
     jid, pw = server.new_user("pw")
 
