@@ -73,6 +73,14 @@ def scenarios(quick: bool, mam_queries: int) -> list[Scenario]:
     for k in ((50,) if quick else (50, 500)):
         out.append(Scenario(f"pairs-{k}", ("pairs", "--pairs", str(k), *d),
                             (Metric("msgs_per_s", "msgs/s", True), *THROUGHPUT)))
+    # As deployed (issue 18): every message archived (each server's own archive store), and
+    # one pipelined stream each way (a bot, a bridge, a federation link), 200 in flight.
+    chat = (Metric("msgs_per_s", "msgs/s", True), *THROUGHPUT)
+    out.append(Scenario("pairs-50-mam", ("pairs", "--pairs", "50", *d), chat,
+                        Options(mam=True)))
+    out.append(Scenario("stream-1", ("pairs", "--pairs", "1", "--window", "200", *d), chat))
+    out.append(Scenario("stream-1-mam", ("pairs", "--pairs", "1", "--window", "200", *d),
+                        chat, Options(mam=True)))
     for n in ((50,) if quick else (50, 200)):
         out.append(Scenario(f"muc-{n}", ("muc", "--occupants", str(n), *d),
                             (Metric("stanzas_per_s", "stanzas/s", True), *THROUGHPUT)))
@@ -374,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     p.add_argument("--servers", default="xmppd,prosody,ejabberd")
     p.add_argument("--scenarios", default="",
-                   help="comma list of names or prefixes (idle, login, pairs, muc, offline, mam)")
+                   help="comma list of names or prefixes (idle, login, pairs, stream, muc, "
+                        "offline, mam)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="small sizes and 3 s runs (smoke)")
     p.add_argument("--mam-archive", type=int, default=5000,
