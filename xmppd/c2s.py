@@ -280,6 +280,9 @@ class C2SSession(OrderedXmlStream):
                 st.append(reply, result)
         except StanzaError as err:
             reply = error_reply(el, err)
+        except Exception:  # the same boundary as after binding (Router): an answer, a log line
+            self.log.failure("pre-authentication IQ handler failed")
+            reply = error_reply(el, StanzaError("internal-server-error"))
         reply.attributes.pop("from", None)
         reply.attributes.pop("to", None)
         self.send(reply)
