@@ -70,6 +70,13 @@ def scenarios(quick: bool, mam_queries: int) -> list[Scenario]:
                             rss, Options(tls_required=False)))
     out.append(Scenario("login", ("login", "--users", "200", "--concurrency", "20", *d),
                         (Metric("logins_per_s", "logins/s", True), *THROUGHPUT)))
+    # A phone's reconnection (issue 17): new TCP + STARTTLS + authentication + bind, with
+    # RFC 6120 SASL (SCRAM), SASL2 + Bind 2 (SCRAM) or a FAST token; a server without SASL2
+    # shows as unsupported on the last two.
+    for auth in ("legacy", "sasl2", "fast"):
+        out.append(Scenario(f"reconnect-{auth}", ("reconnect", "--auth", auth,
+                                                  "--concurrency", "20", *d),
+                            (Metric("reconnects_per_s", "reconnects/s", True), *THROUGHPUT)))
     for k in ((50,) if quick else (50, 500)):
         out.append(Scenario(f"pairs-{k}", ("pairs", "--pairs", str(k), *d),
                             (Metric("msgs_per_s", "msgs/s", True), *THROUGHPUT)))
@@ -382,8 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     p.add_argument("--servers", default="xmppd,prosody,ejabberd")
     p.add_argument("--scenarios", default="",
-                   help="comma list of names or prefixes (idle, login, pairs, stream, muc, "
-                        "offline, mam)")
+                   help="comma list of names or prefixes (idle, login, reconnect, pairs, "
+                        "stream, muc, offline, mam)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="small sizes and 3 s runs (smoke)")
     p.add_argument("--mam-archive", type=int, default=5000,
