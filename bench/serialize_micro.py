@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from xmppd import stanza as st
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 CASES: dict[str, str] = {
     # What a client sends for a one-to-one message (RFC 6120 §4.7.4 xml:lang added by c2s).

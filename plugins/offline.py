@@ -22,7 +22,7 @@ from xmppd.jid import JID
 from xmppd.plugin import Plugin
 from xmppd.sessions import Session
 from xmppd.timeutil import format_datetime, now_micros
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 FEATURE = "msgoffline"
 

@@ -27,7 +27,7 @@ from xmppd.errors import StanzaError
 from xmppd.iq import IqRequest
 from xmppd.jid import JID
 from xmppd.plugin import Plugin
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 NS = "jabber:iq:private"
 RESERVED_PREFIXES = ("jabber:", "http://jabber.org/")

@@ -42,7 +42,7 @@ from xmppd.errors import StanzaError, StreamError
 from xmppd.jid import JID
 from xmppd.logs import Logger
 from xmppd.sessions import SHARED_FLAGS, SessionData
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer

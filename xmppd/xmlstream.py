@@ -23,9 +23,9 @@ from zope.interface.declarations import Provides
 from xmppd import stanza as st
 from xmppd.errors import StreamError
 from xmppd.logs import Logger
-from xmppd.xmlparser import StreamSink, XMLStreamParser, parse_fragment
+from xmppd.xmlparser import StreamSink, XMLStreamParser
 
-__all__ = ["StreamSink", "XMLStreamParser", "parse_fragment"]
+__all__ = ["StreamSink", "XMLStreamParser"]
 
 if TYPE_CHECKING:
     from xmppd.server import XmppServer

@@ -30,7 +30,7 @@ from xmppd.jid import JID, JIDError
 from xmppd.plugin import Plugin
 from xmppd.timeutil import now_micros
 from xmppd.usercache import UserCache
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from plugins.roster import Roster

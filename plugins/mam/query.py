@@ -12,7 +12,7 @@ from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, JIDError
 from xmppd.timeutil import format_datetime, parse_datetime
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 NS = "urn:xmpp:mam:2"
 NS_EXTENDED = "urn:xmpp:mam:2#extended"

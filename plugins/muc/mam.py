@@ -26,7 +26,7 @@ from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, JIDError
 from xmppd.logs import Logger
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from plugins.muc.room import Room

@@ -27,7 +27,7 @@ from plugins.muc.occupant import Occupant
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, JIDError
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from plugins.muc.iq import Request

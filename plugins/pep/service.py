@@ -29,7 +29,7 @@ from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID
 from xmppd.usercache import UserCache
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from plugins.pep import Pep

@@ -17,7 +17,7 @@ from xmppd.jid import JID
 from xmppd.plugin import Plugin
 from xmppd.ratelimit import TokenBucket
 from xmppd.sessions import Session
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from plugins.roster import Roster

@@ -18,7 +18,7 @@ from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.jid import JID
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from plugins.presence import Presence

@@ -19,7 +19,7 @@ from plugins.hints import message_type
 from storage.push import PushRegistration
 from xmppd import stanza as st
 from xmppd.forms import Form
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 NS_PUSH = "urn:xmpp:push:0"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"

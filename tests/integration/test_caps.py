@@ -11,7 +11,7 @@ from plugins.caps import verification_string
 from tests.support.client import run
 from tests.support.raw import NS_SASL, RawStream, q, stanza_error
 from tests.support.server import ServerProcess
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from tests.support.server import ServerProcess
 from xmppd import stanza as st
 from xmppd.config import ConfigError
 from xmppd.errors import parse_error
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 pytestmark = pytest.mark.integration
 

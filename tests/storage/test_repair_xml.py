@@ -24,7 +24,7 @@ from storage.sql import Database
 from storage.vcard import vcards
 from tests.support import backends
 from xmppd import stanza as st
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 # What the old serializer wrote (copied from its output) and the trees they stood for.
 DUP_BAD = ('<message from="a@localhost/x" to="b@localhost" type="chat" id="1"><body>hi</body>'

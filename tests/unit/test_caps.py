@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from plugins.caps import verification_string
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 SIMPLE = """<query xmlns='http://jabber.org/protocol/disco#info'>
   <identity category='client' name='Exodus 0.9.1' type='pc'/>

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xmppd.cluster import _addressed, _merge_sends
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 
 def send(xml: str, *targets: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ from federation import dialback as db
 from federation import resolve as resolve_mod
 from federation.resolve import Target, order_srv, parse_connect, resolve
 from xmppd.config import ConfigError, from_dict
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 
 def test_xep0185_example() -> None:

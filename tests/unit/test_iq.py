@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.iq import IqRegistry, IqTimeout
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 
 def outcome(reg: IqRegistry, clock: Clock, answer: str | None) -> Any:

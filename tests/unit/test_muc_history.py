@@ -9,7 +9,7 @@ from plugins.muc.history import History, HistoryRequest, parse_request
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.timeutil import parse_datetime
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 ROOM = "coven@chat.example"
 S = 1_000_000

@@ -12,7 +12,7 @@ from xmppd import stanza as st
 from xmppd.errors import parse_error
 from xmppd.jid import JID
 from xmppd.server import XmppServer
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 ROOM = "coven@conference.localhost"
 MUC = "http://jabber.org/protocol/muc"

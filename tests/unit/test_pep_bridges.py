@@ -23,7 +23,7 @@ from tests.unit.test_pep_service import (
 )
 from xmppd import stanza as st
 from xmppd.jid import JID
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 DATA = "urn:xmpp:avatar:data"
 META = "urn:xmpp:avatar:metadata"

@@ -13,7 +13,7 @@ from xmppd import stanza as st
 from xmppd.errors import StanzaError
 from xmppd.iq import IqTimeout
 from xmppd.jid import JID
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 INFO = "http://jabber.org/protocol/disco#info"
 OWNER = JID.parse("juliet@capulet.lit")

@@ -9,7 +9,7 @@ from plugins.pep import config as cfg
 from plugins.pep.config import MAX, NodeConfig
 from xmppd import forms
 from xmppd.errors import StanzaError
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 PUBSUB = "http://jabber.org/protocol/pubsub"
 

@@ -16,7 +16,7 @@ from tests.support.inproc import FakeSession, add_user, make_server, resolve
 from xmppd import stanza as st
 from xmppd.jid import JID
 from xmppd.server import XmppServer
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 PLUGINS = ["disco", "roster", "presence", "vcard", "private", "blocking", "pep"]
 PUBSUB = "http://jabber.org/protocol/pubsub"

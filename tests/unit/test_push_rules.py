@@ -7,7 +7,7 @@ import pytest
 from plugins.push.notify import Summary, conversation, notification
 from storage.push import PushRegistration
 from xmppd import stanza as st
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 CARBON = ("<message xmlns='jabber:client' from='a@x' to='a@x/r'><{kind} xmlns='urn:xmpp:"
           "carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' "

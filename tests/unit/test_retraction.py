@@ -6,7 +6,7 @@ from __future__ import annotations
 from plugins.mam import retraction as rt
 from plugins.muc.history import History
 from xmppd import stanza as st
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 ROOM = "coven@chat.example"
 ORIGINAL = (

@@ -9,7 +9,7 @@ import pytest
 from tests.support.inproc import FakeSession, add_user, make_server
 from xmppd import stanza as st
 from xmppd.errors import parse_error
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 NS = "jabber:iq:search"
 

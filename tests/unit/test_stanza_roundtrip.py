@@ -16,7 +16,7 @@ from hypothesis import strategies as hs
 
 from plugins.muc.fanout import Template
 from xmppd import stanza as st
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_CARBONS = "urn:xmpp:carbons:2"

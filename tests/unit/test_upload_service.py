@@ -23,7 +23,7 @@ from xmppd.config import ConfigError
 from xmppd.errors import parse_error
 from xmppd.plugin import unload_plugins
 from xmppd.server import XmppServer
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 PLUGINS = ["disco", "ping", "register", "upload"]
 

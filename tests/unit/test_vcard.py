@@ -10,7 +10,7 @@ import pytest
 from plugins.vcard import directory_entry, photo_hash
 from storage.directory import DirectoryEntry
 from xmppd.errors import StanzaError
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 DATA = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
 

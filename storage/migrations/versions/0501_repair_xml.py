@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from twisted.logger import Logger
 
-from xmppd.xmlstream import parse_fragment
+from xmppd.xmlparser import parse_fragment
 
 revision = "0501"
 down_revision = "0001"
