@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import start_server
 from tests.integration import test_muc_support as muc
-from tests.integration.test_mam import mam_query
+from tests.integration.test_mam import MAM, mam_query
 from tests.interop.scenario import befriend_and_chat
 from tests.support import backends
 from tests.support.ca import CertAuthority
@@ -196,7 +196,16 @@ def test_sqlite_backup_while_clients_chat(sqlite_server: ServerProcess, ca: Cert
             await cl.close()
             raw = await RawStream.open(srv2.c2s_port)
             await raw.login(str(ca.ca_file), b.split("@")[0], bpw, resource="mam")
-            results, _ = await mam_query(raw, rsm="<max>10000</max>")
+            # The server caps a page at 250 (plugins.mam.max_page): page through (RSM §2.2).
+            results: list[ET.Element] = []
+            after = ""
+            for n in range(100):
+                page, fin = await mam_query(raw, rsm=f"<max>250</max>{after}", qid=f"p{n}")
+                results += page
+                done = fin.find(f"{{{MAM}}}fin")
+                if not page or (done is not None and done.get("complete") == "true"):
+                    break
+                after = f"<after>{page[-1].get('id')}</after>"
             live = [r for r in results if (r.findtext(
                 f"{{urn:xmpp:forward:0}}forwarded/{C}message/{C}body") or "").startswith(
                 "live")]
