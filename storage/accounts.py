@@ -5,17 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from twisted.internet.defer import Deferred
 
+from storage.credentials import Credentials
 from storage.schema import USER_TABLES, accounts, credentials
 from storage.sql import Database
-
-if TYPE_CHECKING:
-    from storage.base import Credentials
-
 
 # Built once: a statement made per call costs SQLAlchemy ~45 us to build and key for its
 # compiled cache, against ~15 us to run. These two are on hot paths: every login, and every
@@ -75,8 +72,6 @@ class AccountStore:
         return self.db.write(q)
 
     def get_credentials(self, host: str, username: str) -> Deferred[dict[str, Credentials]]:
-        from storage.base import Credentials
-
         def q(conn: Connection) -> dict[str, Credentials]:
             rows = conn.execute(_CREDENTIALS, {"host": host, "username": username}).all()
             return {m: Credentials(m, bytes(salt), iterations, bytes(stored), bytes(server),

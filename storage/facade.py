@@ -1,12 +1,10 @@
-"""What the rest of the server sees of storage: value types and the ``Storage`` facade.
+"""What the rest of the server sees of storage: the ``Storage`` facade over every store.
 
 Plugins reach storage through ``host.storage``; each attribute is a store with async
 methods (Deferreds) that have committed by the time they fire.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from storage.accounts import AccountStore
 from storage.archive import ArchiveStore
@@ -24,20 +22,6 @@ from storage.roster import RosterStore
 from storage.sql import Database
 from storage.uploads import UploadStore
 from storage.vcard import VCardStore
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """SCRAM verifier for one hash (RFC 5802 §3): never the password itself."""
-
-    mechanism: str
-    salt: bytes
-    iterations: int
-    stored_key: bytes
-    server_key: bytes
-    # The account is disabled (XEP-0133): read with the credentials, so a login asks the
-    # database once; a correct password then gets <account-disabled/> (RFC 6120 §6.5.1).
-    disabled: bool = False
 
 
 class Storage:

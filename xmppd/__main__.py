@@ -41,7 +41,7 @@ def _react(fn: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
 
 
 def _storage(cfg: ServerConfig) -> Any:
-    from storage.base import Storage
+    from storage.facade import Storage
     from storage.sql import Database
 
     db = Database(cfg.storage_url, cfg.storage.pool_size)

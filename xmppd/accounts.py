@@ -17,7 +17,8 @@ from scramp import ScramMechanism
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
-from storage.base import Credentials, Storage
+from storage.credentials import Credentials
+from storage.facade import Storage
 from xmppd.jid import JID, JIDError
 from xmppd.logs import Logger
 

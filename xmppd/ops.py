@@ -24,7 +24,7 @@ from xmppd.jid import JID, JIDError
 from xmppd.logs import Logger
 
 if TYPE_CHECKING:
-    from storage.base import Storage
+    from storage.facade import Storage
     from xmppd.accounts import Accounts
     from xmppd.admin.settings import Settings
     from xmppd.config import ServerConfig

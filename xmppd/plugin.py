@@ -26,7 +26,7 @@ from xmppd.sessions import SHARED_FLAGS
 from xmppd.usercache import UserCache
 
 if TYPE_CHECKING:
-    from storage.base import Storage
+    from storage.facade import Storage
     from xmppd.accounts import Accounts
     from xmppd.admin.settings import Settings
     from xmppd.ops import Context

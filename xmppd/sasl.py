@@ -26,7 +26,7 @@ from xmppd.errors import SASLFailure
 from xmppd.jid import JIDError, prepare_local
 
 if TYPE_CHECKING:
-    from storage.base import Credentials
+    from storage.credentials import Credentials
     from xmppd.accounts import Accounts
     from xmppd.authguard import Attempt
 

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.words.xish.domish import Element
 
-from storage.base import Storage
+from storage.facade import Storage
 from storage.sql import Database
 from xmppd import hooks as H
 from xmppd import stanza as st

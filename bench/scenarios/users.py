@@ -22,7 +22,7 @@ from bench.xmpp import ClientConfig, Connection
 def create_xmppd(args: argparse.Namespace) -> dict[str, Any]:
     from twisted.internet.defer import Deferred
 
-    from storage.base import Storage
+    from storage.facade import Storage
     from storage.sql import Database
     from xmppd.accounts import derive
 

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-import storage.base  # noqa: F401  (imports every store module, so metadata is complete)
+import storage.facade  # noqa: F401  (imports every store module, so metadata is complete)
 from storage.schema import metadata
 
 engine = context.config.attributes["engine"]

@@ -30,7 +30,7 @@ from federation import manager as fed_manager
 from federation.inbound import S2SInStream
 from federation.outbound import ConnectFailure
 from federation.verify import ChainResult, PeerCertificate
-from storage.base import Credentials
+from storage.credentials import Credentials
 from xmppd.accounts import derive
 from xmppd.c2s import C2SSession
 from xmppd.config import from_dict

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from storage.base import Storage
+from storage.facade import Storage
 from storage.push import PushRegistration
 from storage.sql import Database
 from tests.conftest import start_server

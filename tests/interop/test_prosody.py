@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from slixmpp.exceptions import IqError
 
-from storage.base import Storage
+from storage.facade import Storage
 from storage.sql import Database
 from tests.integration.test_federation import free_port
 from tests.interop.scenario import befriend_and_chat

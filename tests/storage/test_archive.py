@@ -11,7 +11,7 @@ from sqlalchemy import column, insert, select, table
 
 from storage import migrate
 from storage.archive import MESSAGE_ID, ArchiveQuery, ArchiveRow, archive
-from storage.base import Storage
+from storage.facade import Storage
 from storage.sql import Database
 from tests.storage.test_contract import db, done
 from tests.support import backends

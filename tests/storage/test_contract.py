@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from twisted.internet.defer import Deferred
 
 from storage import migrate
-from storage.base import Credentials, Storage
+from storage.credentials import Credentials
+from storage.facade import Storage
 from storage.schema import metadata
 from storage.sql import Database
 from tests.support import backends

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from storage.base import Storage
 from storage.directory import DirectoryEntry
+from storage.facade import Storage
 from storage.sql import Database
 from tests.storage.test_contract import CREDS, db, done
 

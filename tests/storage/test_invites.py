@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from storage.base import Storage
+from storage.facade import Storage
 from storage.invites import Invite
 from storage.sql import Database
 from tests.storage.test_contract import db, done

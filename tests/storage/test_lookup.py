@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from storage.base import Storage
+from storage.facade import Storage
 from storage.sql import Database
 from tests.storage.test_contract import CREDS, done
 

@@ -85,7 +85,7 @@ def test_import_puts_everything_in_place(engine: Engine, tmp_path: Path) -> None
         creds = {r.mechanism: r for r in c.execute(select(credentials).where(
             credentials.c.username == "alice"))}
         assert set(creds) == {"SCRAM-SHA-1", "SCRAM-SHA-256"}
-        from storage.base import Credentials
+        from storage.credentials import Credentials
         for r in creds.values():  # the verifiers carried over: the password still works
             assert check_password(PASSWORD, Credentials(
                 r.mechanism, bytes(r.salt), r.iterations, bytes(r.stored_key),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.base import Storage
+from storage.facade import Storage
 from storage.sql import Database
 from storage.uploads import DAY, QuotaExceeded, UploadRecord
 from tests.storage.test_contract import CREDS, db, done

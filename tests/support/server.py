@@ -183,7 +183,7 @@ class ServerProcess:
         """Create an account directly in storage (what `xmppd adduser` does, minus a process)."""
         from twisted.internet.defer import Deferred
 
-        from storage.base import Storage
+        from storage.facade import Storage
         from storage.sql import Database
         from xmppd.accounts import derive, split_user
 

@@ -71,7 +71,7 @@ def test_a_prosody_node_form_is_read_leniently() -> None:
 def test_every_table_has_a_place_in_an_export() -> None:
     """On PostgreSQL and MariaDB a backup is an export: a table nobody decided about would be
     missing from every backup."""
-    from storage.base import Storage  # noqa: F401 (every store registers its tables)
+    from storage.facade import Storage  # noqa: F401 (every store registers its tables)
     from storage.schema import metadata
     from xmppd.pie.exporter import TABLES
 

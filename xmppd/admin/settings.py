@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from storage.base import Storage
+    from storage.facade import Storage
     from xmppd.config import ServerConfig
 
 STORE = "admin"

@@ -23,7 +23,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, delete, insert, select, update
 from twisted.words.xish.domish import Element
 
-from storage.base import Credentials
+from storage.credentials import Credentials
 from storage.schema import accounts, credentials
 from xmppd import stanza as st
 from xmppd.accounts import SCRAM_HASHES, check_password, derive
