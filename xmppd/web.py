@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from xmppd import proxyproto
 from xmppd.config import ListenerConfig
 from xmppd.stanza import escape_attr
 from xmppd.tls import listener_tls
@@ -194,12 +195,12 @@ class WebServer:
                 self.root.putChild(b"http-bind", BoshResource(self.server))
             self._ws_mounted = True
         factory: Any = _ListenerSite(self.root, secure)
+        tls = None
         if secure:
             assert self.server.certs is not None
-            creator = listener_tls(self.server.certs.factory, "https")
-            return self.server.reactor.listenSSL(lc.port, factory, creator,
-                                                 interface=lc.address)
-        return self.server.reactor.listenTCP(lc.port, factory, interface=lc.address)
+            tls = listener_tls(self.server.certs.factory, "https")
+        return proxyproto.listen(self.server.reactor, lc.port, lc.address, factory, tls,
+                                 proxyproto.policy_for(self.server.config, lc))
 
     def websocket_url(self, request: Request) -> str:
         public = self.server.config.web.public_url.rstrip("/")
