@@ -263,6 +263,12 @@ class XmppServer:
             self._stop_call.cancel()
         self._stop_call = self.clock.callLater(max(0.0, seconds), self._stop_now, restart)
 
+    @property
+    def draining(self) -> bool:
+        """Shutting down, or a shutdown or restart is scheduled (XEP-0133 §4.30, §4.31): load
+        balancers should send new connections elsewhere (/health answers 503)."""
+        return self.stopping or (self._stop_call is not None and self._stop_call.active())
+
     def _stop_now(self, restart: bool) -> None:
         self.restart_requested = restart
         self.reactor.stop()  # the shutdown trigger runs stop()

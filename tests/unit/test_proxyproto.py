@@ -373,3 +373,28 @@ def test_config_errors(listener: dict[str, object], extra: dict[str, object],
         from_dict({"listeners": [{"port": 1, **listener}], "proxy_protocol": extra})
     assert str(exc.value).startswith(message), str(exc.value)
 
+
+# -- /health ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD", b"OPTIONS"])
+def test_health_answers_503_while_draining(method: bytes) -> None:
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from tests.support.inproc import make_server
+
+    server = make_server()
+    health = server.web.root.children[b"health"]
+
+    def status() -> tuple[int, bytes]:
+        req = DummyRequest([b""])
+        req.method = method
+        body = health.render(req)
+        return req.responseCode or 200, body
+
+    assert status() == (200, b"ok\n")
+    server.schedule_stop(300, None)  # a shutdown is scheduled: the node drains
+    assert status() == (503, b"draining\n")
+    server._stop_call.cancel()
+    assert status() == (200, b"ok\n")
+    server.stopping = True
+    assert status() == (503, b"draining\n")
