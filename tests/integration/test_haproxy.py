@@ -22,6 +22,7 @@ import http.client
 import io
 import os
 import re
+import secrets
 import shutil
 import socket
 import ssl
@@ -38,7 +39,7 @@ import websockets
 from tests.conftest import start_server
 from tests.support.ca import CertAuthority
 from tests.support.client import run
-from tests.support.raw import NS_SASL, NS_STREAMS, NS_TLS, RawStream, q
+from tests.support.raw import NS_SASL, NS_STREAMS, NS_TLS, RawStream, q, stanza_error
 from tests.support.server import ROOT, ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,7 @@ NODE_CONFIG: dict[str, Any] = {
                   for kind in KINDS.values()],
     "proxy_protocol": {"trusted": ["127.0.0.1/32"], "timeout": 5.0},
     "auth": {"ban_after": 3, "throttle_after": 100, "max_failures_per_stream": 50},
+    "plugins": {"register": {"allow_registration": True, "max_per_ip": 1}},
 }
 
 
@@ -344,6 +346,35 @@ def test_brute_force_bans_the_client_not_haproxy(lb: HAProxy, nodes: dict[str, S
     banned = [name for name, node in nodes.items() if attacker in node.cli("bans").stdout]
     assert banned and "127.0.0.1" not in "".join(node.cli("bans").stdout
                                                  for node in nodes.values())
+
+
+def test_registration_limits_apply_to_the_client(lb: HAProxy, nodes: dict[str, ServerProcess],
+                                                ca: CertAuthority) -> None:
+    """One in-band registration per address and node (max_per_ip = 1): a client behind
+    HAProxy uses up its own allowance, not everybody's."""
+
+    async def register(source: str) -> str:
+        raw = await RawStream.open(lb.port("c2s"), source=source)
+        await raw.open_stream()
+        await raw.starttls(str(ca.ca_file))
+        await raw.open_stream()
+        name = f"new{secrets.token_hex(4)}"
+        res = await raw.iq(f"<query xmlns='jabber:iq:register'><username>{name}</username>"
+                           "<password>s3cret</password></query>", type_="set")
+        raw.close()
+        if res.get("type") == "result":
+            return "created"
+        return stanza_error(res)[1]
+
+    async def body() -> None:
+        # Three attempts over two nodes: at least one node sees the address twice.
+        results = [await register("127.0.0.6") for _ in range(3)]
+        assert "resource-constraint" in results and "created" in results, results
+        assert await register("127.0.0.7") == "created"
+
+    run(body())
+    assert re.search(r"registered new\w+@localhost from 127\.0\.0\.6\n", logs(nodes))
+    assert re.search(r"registered new\w+@localhost from 127\.0\.0\.7\n", logs(nodes))
 
 
 @pytest.mark.parametrize("kind,data", [
