@@ -26,6 +26,7 @@ from federation.outbound import ConnectFailure, OutFactory, S2SOutStream, Target
 from federation.tlsctx import S2SContexts
 from federation.verify import trust_store
 from xmppd import hooks as H
+from xmppd import proxyproto
 from xmppd.config import ListenerConfig
 from xmppd.errors import StanzaError, StreamError
 from xmppd.logs import Logger
@@ -92,14 +93,10 @@ class S2SManager:
 
     def listen(self, lc: ListenerConfig) -> IListeningPort:
         """``s2s``: STARTTLS on 5269; ``s2s_tls``: direct TLS (XEP-0368) on 5270."""
-        reactor = self.server.reactor
-        if lc.type == "s2s_tls":
-            port: IListeningPort = reactor.listenSSL(
-                lc.port, S2SInFactory(self, True), listener_tls(self.contexts.factory, lc.type),
-                interface=lc.address)
-        else:
-            port = reactor.listenTCP(lc.port, S2SInFactory(self, False), interface=lc.address)
-        return port
+        tls = listener_tls(self.contexts.factory, lc.type) if lc.type == "s2s_tls" else None
+        return proxyproto.listen(self.server.reactor, lc.port, lc.address,
+                                 S2SInFactory(self, lc.type == "s2s_tls"), tls,
+                                 proxyproto.policy_for(self.server.config, lc))
 
     async def stop(self) -> None:
         self.stopping = True

@@ -51,6 +51,13 @@ class ListenerConfig:
     # c2s/c2s_tls: SO_REUSEPORT, so that several cluster nodes on one machine share the port
     # (the kernel spreads connections over them). Needs a fixed port.
     reuse_port: bool = False
+    # HAProxy's PROXY protocol v1/v2 (xmppd/proxyproto.py; c2s, c2s_tls, s2s, s2s_tls, http,
+    # https): a connection from a trusted address must start with a header naming the client,
+    # whose address then counts as the peer's (logs, bans, limits); one from elsewhere is
+    # served as it is but refused if it sends a header.
+    proxy_protocol: bool = False
+    # The networks allowed to send the header; None: [proxy_protocol] trusted.
+    proxy_trusted: list[str] | None = None
 
 
 # XEP-0157 address kinds, the fields registered for the FORM_TYPE
@@ -163,6 +170,15 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class ProxyProtocolConfig:
+    """Defaults for listeners with ``proxy_protocol = true`` (xmppd/proxyproto.py)."""
+
+    # Addresses of the load balancers (HAProxy) allowed to send a PROXY header.
+    trusted: list[str] = field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    timeout: float = 10.0  # seconds a trusted connection has to send its whole header
+
+
+@dataclass(frozen=True)
 class BoshConfig:
     """XMPP over BOSH (XEP-0124, XEP-0206) at /http-bind on the http(s) listeners. Times are
     whole seconds, as the protocol's attributes are."""
@@ -228,6 +244,7 @@ class ServerConfig:
     log: LogConfig = LogConfig()
     federation: FederationConfig = FederationConfig()
     web: WebConfig = WebConfig()
+    proxy_protocol: ProxyProtocolConfig = ProxyProtocolConfig()
     bosh: BoshConfig = BoshConfig()
     cluster: ClusterConfig = ClusterConfig()
     components: dict[str, ComponentConfig] = field(default_factory=dict)
@@ -331,6 +348,7 @@ def _validate(cfg: ServerConfig) -> None:
         if lc.port and (lc.address, lc.port) in seen:
             raise ConfigError(f"listeners[{i}]: duplicate address {lc.address}:{lc.port}")
         seen.add((lc.address, lc.port))
+        _validate_proxy(cfg, lc, f"listeners[{i}]")
     for mech in cfg.auth.mechanisms:
         if mech not in ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"):
             raise ConfigError(f"auth.mechanisms: unknown mechanism {mech!r}")
@@ -356,6 +374,37 @@ def _validate(cfg: ServerConfig) -> None:
     _validate_federation(cfg.federation)
     _validate_components(cfg)
     _validate_bosh(cfg.bosh)
+
+
+PROXY_LISTENERS = ("c2s", "c2s_tls", "s2s", "s2s_tls", "http", "https")
+
+
+def _validate_proxy(cfg: ServerConfig, lc: ListenerConfig, where: str) -> None:
+    if cfg.proxy_protocol.timeout <= 0:
+        raise ConfigError("proxy_protocol.timeout: must be positive")
+    for i, net in enumerate(cfg.proxy_protocol.trusted):
+        _network(net, f"proxy_protocol.trusted[{i}]")
+    if lc.proxy_trusted is not None:
+        if not lc.proxy_protocol:
+            raise ConfigError(f"{where}.proxy_trusted: only with proxy_protocol = true")
+        for i, net in enumerate(lc.proxy_trusted):
+            _network(net, f"{where}.proxy_trusted[{i}]")
+    if not lc.proxy_protocol:
+        return
+    if lc.type not in PROXY_LISTENERS:
+        raise ConfigError(f"{where}.proxy_protocol: not for {lc.type} listeners (only "
+                          + ", ".join(PROXY_LISTENERS) + ")")
+    trusted = cfg.proxy_protocol.trusted if lc.proxy_trusted is None else lc.proxy_trusted
+    if not trusted:
+        raise ConfigError(f"{where}.proxy_trusted: no trusted network to accept the PROXY "
+                          "header from")
+
+
+def _network(spec: str, where: str) -> None:
+    try:
+        ipaddress.ip_network(spec, strict=False)
+    except ValueError:
+        raise ConfigError(f"{where}: {spec!r} is not a network") from None
 
 
 def _validate_bosh(b: BoshConfig) -> None:

@@ -6,9 +6,9 @@ Applied: ``log.level``; ``tls`` (new handshakes use the new contexts, establishe
 theirs); ``auth`` (mechanisms, throttling, ban policy; bans in force stay); ``limits`` (new
 connections); per host ``cert``, ``key``, ``admins`` and ``contact`` (XEP-0157); the
 options of plugins that read them only when they use them (``Plugin.live_options``).
-Everything else (listeners, storage, hosts and their plugin lists, federation, web, cluster,
-data_dir, log format and file name, the options of other plugins) needs a restart. The log
-file is opened again by its name each time, for logrotate. A configuration
+Everything else (listeners, proxy_protocol, storage, hosts and their plugin lists, federation,
+web, cluster, data_dir, log format and file name, the options of other plugins) needs a
+restart. The log file is opened again by its name each time, for logrotate. A configuration
 file that does not load changes nothing (the certificates are still read again); neither does
 a certificate that does not.
 """
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="xmppd.reload")
 
-RESTART_ONLY = ("listeners", "data_dir", "storage", "federation", "web", "cluster")
+RESTART_ONLY = ("listeners", "data_dir", "storage", "federation", "web", "cluster",
+                "proxy_protocol")
 
 
 @dataclass

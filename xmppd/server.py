@@ -14,12 +14,12 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.words.xish.domish import Element
 
 from storage.facade import Storage
 from storage.sql import Database
 from xmppd import hooks as H
+from xmppd import proxyproto
 from xmppd import stanza as st
 from xmppd.accounts import Accounts, LoginTimes
 from xmppd.admin.settings import Settings
@@ -133,14 +133,12 @@ class XmppServer:
         for lc in self.config.listeners:
             if lc.type in ("c2s", "c2s_tls"):
                 factory = C2SFactory(self, direct_tls=lc.type == "c2s_tls")
+                tls = listener_tls(self.certs.factory, lc.type) if lc.type == "c2s_tls" else None
                 if lc.reuse_port:
-                    port = self._listen_shared(lc, factory)
-                elif lc.type == "c2s_tls":
-                    port = self.reactor.listenSSL(lc.port, factory,
-                                                  listener_tls(self.certs.factory, lc.type),
-                                                  interface=lc.address)
+                    port = self._listen_shared(lc, factory, tls)
                 else:
-                    port = self.reactor.listenTCP(lc.port, factory, interface=lc.address)
+                    port = proxyproto.listen(self.reactor, lc.port, lc.address, factory, tls,
+                                             proxyproto.policy_for(self.config, lc))
             elif lc.type in ("http", "https"):
                 port = self.web.listen(lc)
             elif lc.type in ("s2s", "s2s_tls"):
@@ -167,9 +165,9 @@ class XmppServer:
             log.info("listening for {type} on {addr}:{port}", type=lc.type, addr=lc.address,
                      port=_port_number(port))
 
-    def _listen_shared(self, lc: ListenerConfig, factory: C2SFactory) -> IListeningPort:
+    def _listen_shared(self, lc: ListenerConfig, factory: C2SFactory,
+                       tls: Any) -> IListeningPort:
         """A client port shared with the other processes that bind it with SO_REUSEPORT."""
-        assert self.certs is not None
         family = socket.AF_INET6 if ":" in lc.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -178,10 +176,8 @@ class XmppServer:
             sock.bind((lc.address, lc.port))
             sock.listen(128)
             sock.setblocking(False)
-            proto: Any = factory
-            if lc.type == "c2s_tls":
-                proto = TLSMemoryBIOFactory(listener_tls(self.certs.factory, lc.type), False,
-                                            factory)
+            proto = proxyproto.wrap(factory, proxyproto.policy_for(self.config, lc),
+                                    self.reactor, tls)
             port: IListeningPort = self.reactor.adoptStreamPort(sock.fileno(), family, proto)
         finally:
             sock.close()  # the reactor holds its own duplicate of the descriptor
@@ -266,6 +262,12 @@ class XmppServer:
         if self._stop_call is not None and self._stop_call.active():
             self._stop_call.cancel()
         self._stop_call = self.clock.callLater(max(0.0, seconds), self._stop_now, restart)
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down, or a shutdown or restart is scheduled (XEP-0133 §4.30, §4.31): load
+        balancers should send new connections elsewhere (/health answers 503)."""
+        return self.stopping or (self._stop_call is not None and self._stop_call.active())
 
     def _stop_now(self, restart: bool) -> None:
         self.restart_requested = restart

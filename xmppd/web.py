@@ -1,7 +1,8 @@
 """One twisted.web site for every HTTP(S) listener; plugins mount resources on it.
 
 Core mounts the XMPP WebSocket endpoint (/xmpp-websocket, RFC 7395), BOSH (/http-bind,
-XEP-0124/XEP-0206) and XEP-0156 discovery (/.well-known/host-meta and host-meta.json);
+XEP-0124/XEP-0206), XEP-0156 discovery (/.well-known/host-meta and host-meta.json) and the
+load balancers' health check (/health);
 plugins add upload, the web client...
 """
 
@@ -15,6 +16,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from xmppd import proxyproto
 from xmppd.config import ListenerConfig
 from xmppd.stanza import escape_attr
 from xmppd.tls import listener_tls
@@ -134,6 +136,26 @@ def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
     return bool(host) and bare == host
 
 
+class Health(Resource):
+    """``/health`` for load balancers (HAProxy ``option httpchk GET /health``): 200 while the
+    node takes new connections, 503 once it is draining (a shutdown or restart is scheduled,
+    or it is stopping), so the balancer sends new clients to the other nodes. Any method
+    (HAProxy's default check is ``OPTIONS /``); open to every address, says nothing more."""
+
+    isLeaf = True  # noqa: N815 (twisted.web API)
+
+    def __init__(self, server: XmppServer) -> None:
+        super().__init__()
+        self.xmppd = server
+
+    def render(self, request: Request) -> bytes:
+        draining = self.xmppd.draining
+        request.setResponseCode(503 if draining else 200)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return b"draining\n" if draining else b"ok\n"
+
+
 class HostMeta(Resource):
     """XEP-0156 §3: where the WebSocket and BOSH endpoints are, as XRD or JSON (JRD)."""
 
@@ -168,6 +190,7 @@ class WebServer:
         self.root.putChild(b".well-known", wellknown)
         wellknown.putChild(b"host-meta", HostMeta(self, False))
         wellknown.putChild(b"host-meta.json", HostMeta(self, True))
+        self.root.putChild(b"health", Health(server))
         self.site = Site(self.root)
         self.site.displayTracebacks = False
         self.site.noisy = False
@@ -194,12 +217,12 @@ class WebServer:
                 self.root.putChild(b"http-bind", BoshResource(self.server))
             self._ws_mounted = True
         factory: Any = _ListenerSite(self.root, secure)
+        tls = None
         if secure:
             assert self.server.certs is not None
-            creator = listener_tls(self.server.certs.factory, "https")
-            return self.server.reactor.listenSSL(lc.port, factory, creator,
-                                                 interface=lc.address)
-        return self.server.reactor.listenTCP(lc.port, factory, interface=lc.address)
+            tls = listener_tls(self.server.certs.factory, "https")
+        return proxyproto.listen(self.server.reactor, lc.port, lc.address, factory, tls,
+                                 proxyproto.policy_for(self.server.config, lc))
 
     def websocket_url(self, request: Request) -> str:
         public = self.server.config.web.public_url.rstrip("/")

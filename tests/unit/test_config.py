@@ -12,6 +12,7 @@ from xmppd.config import (
     ConfigError,
     ContactConfig,
     HostConfig,
+    ListenerConfig,
     ServerConfig,
     from_dict,
     load,
@@ -36,12 +37,15 @@ def test_example_config_loads_and_documents_every_key() -> None:
     assert cfg == dataclasses.replace(load(None), base_dir=cfg.base_dir, plugins=cfg.plugins)
     text = (ROOT / "xmppd.example.toml").read_text()
     for section in ("storage", "tls", "auth", "limits", "log", "federation", "web", "bosh",
-                    "cluster", "metrics"):
+                    "cluster", "metrics", "proxy_protocol"):
         for f in dataclasses.fields(getattr(cfg, section)):
             if f.name == "domains":  # a table of per-domain tables, shown commented out
                 assert f"[{section}.domains." in text
                 continue
             assert f"\n{f.name} =" in text, f"{section}.{f.name} is not documented"
+    for f in dataclasses.fields(ListenerConfig):
+        assert f"\n{f.name} =" in text or f"\n# {f.name} =" in text, (
+            f"listeners.{f.name} is not documented")
     for f in dataclasses.fields(HostConfig):
         assert f"\n{f.name} =" in text or f"\n# {f.name} =" in text or (
             f'[hosts."localhost".{f.name}]' in text), f"hosts.*.{f.name} is not documented"
