@@ -27,6 +27,7 @@ from xmppd.authguard import AuthGuard, GuardPolicy
 from xmppd.c2s import C2SFactory, C2SSession
 from xmppd.cluster import Cluster
 from xmppd.config import ListenerConfig, ServerConfig
+from xmppd.context import Connection, ServerContext
 from xmppd.control import ControlServer
 from xmppd.errors import StreamError
 from xmppd.jid import JID
@@ -68,7 +69,7 @@ class XmppServer:
         self.web = WebServer(self)
         self.s2s: Any = None  # federation.manager.S2SManager when federation is enabled
         self.components: Any = None  # components.manager.ComponentManager when configured
-        self.connections: set[C2SSession] = set()
+        self.connections: set[Connection] = set()  # client streams (C2SSession and kin)
         self.listeners: list[tuple[str, IListeningPort]] = []
         # Protocol factories plugins provide for listener types of theirs (Host.listener_factory)
         self.listener_factories: dict[str, Any] = {}
@@ -374,6 +375,12 @@ class XmppServer:
         if over <= 0:
             return 0.0
         return float(min(2 ** (over - 1), self.config.auth.throttle_max_delay))
+
+
+def _context(server: XmppServer) -> ServerContext:
+    """Not called: mypy checks here that the server provides what streams, federation,
+    components and the cluster are typed against (xmppd/context.py)."""
+    return server
 
 
 def _port_number(port: IListeningPort) -> int:
