@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.words.xish.domish import Element
 
+from cluster.node import Cluster
 from storage.facade import Storage
 from storage.sql import Database
 from xmppd import hooks as H
@@ -25,7 +26,6 @@ from xmppd.accounts import Accounts, LoginTimes
 from xmppd.admin.settings import Settings
 from xmppd.authguard import AuthGuard, GuardPolicy
 from xmppd.c2s import C2SFactory, C2SSession
-from xmppd.cluster import Cluster
 from xmppd.config import ListenerConfig, ServerConfig
 from xmppd.context import Connection, ServerContext
 from xmppd.control import ControlServer
