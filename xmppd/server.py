@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.words.xish.domish import Element
 
-from cluster.node import Cluster
 from storage.facade import Storage
 from storage.sql import Database
 from xmppd import hooks as H
@@ -41,6 +40,9 @@ from xmppd.stats import Stats
 from xmppd.tls import CertStore, listener_tls
 from xmppd.usercache import UserCaches
 from xmppd.web import WebServer
+
+if TYPE_CHECKING:
+    from cluster.node import Cluster  # imported when [cluster] is configured (_cluster_class)
 
 log = Logger(namespace="xmppd.server")
 
@@ -93,6 +95,7 @@ class XmppServer:
     # -- start / stop ---------------------------------------------------------------------------
     async def start(self) -> None:
         log.info("starting on {reactor}", reactor=type(self.reactor).__name__)
+        cluster_class = _cluster_class() if self.config.cluster.redis_url else None
         self.certs = CertStore(self.config)
         self.db.migrate()
         self.db.start(self.reactor)
@@ -110,8 +113,8 @@ class XmppServer:
 
             self.components = ComponentManager(self)
             self.components.register()
-        if self.config.cluster.redis_url:
-            await self._join_cluster()
+        if cluster_class is not None:
+            await self._join_cluster(cluster_class)
         if self.metrics is not None:
             self.metrics.start()  # after plugins: its path must not shadow one of theirs
         self.control = ControlServer(self)
@@ -120,8 +123,8 @@ class XmppServer:
         for host in self.hosts.values():
             await host.hooks.fire(H.SERVER_STARTED, None)
 
-    async def _join_cluster(self) -> None:
-        cluster = self.cluster = Cluster(self)
+    async def _join_cluster(self, cluster_class: type[Cluster]) -> None:
+        cluster = self.cluster = cluster_class(self)
         await cluster.start()
         self.sessions.listener = cluster
         self.caches.announce = cluster.invalidate
@@ -375,6 +378,19 @@ class XmppServer:
         if over <= 0:
             return 0.0
         return float(min(2 ** (over - 1), self.config.auth.throttle_max_delay))
+
+
+def _cluster_class() -> type[Cluster]:
+    """The cluster (cluster/), imported only when configured: a single node does without
+    txredisapi and hiredis, which come with the ``cluster`` extra."""
+    try:
+        from cluster.node import Cluster
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("txredisapi", "hiredis"):
+            raise
+        raise RuntimeError(f"cluster.redis_url is set but {exc.name} is not installed: "
+                           "pip install 'xmppd[cluster]'") from exc
+    return Cluster
 
 
 def _context(server: XmppServer) -> ServerContext:
