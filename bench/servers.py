@@ -287,7 +287,7 @@ quota = 10000000
 class XmppdCluster(Xmppd):
     """xmppd the way it uses more than one core: NODES processes sharing the client port
     (SO_REUSEPORT: the kernel spreads connections over them), one database and one Redis
-    (xmppd/cluster.py). Stanzas between users on different nodes cross Redis."""
+    (cluster/node.py). Stanzas between users on different nodes cross Redis."""
 
     name = "xmppd-cluster"
     label = "xmppd cluster"

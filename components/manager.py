@@ -31,13 +31,13 @@ from components.stream import ComponentFactory, ComponentStream
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.config import ConfigError, ListenerConfig
+from xmppd.context import ServerContext
 from xmppd.errors import StanzaError, StreamError
 from xmppd.logs import Logger
 from xmppd.tls import listener_tls
 
 if TYPE_CHECKING:
     from xmppd.plugin import Host
-    from xmppd.server import XmppServer
 
 log = Logger(namespace="components")
 
@@ -66,7 +66,7 @@ class ComponentLink:
 
 
 class ComponentManager:
-    def __init__(self, server: XmppServer) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.config = server.config.components
         self.links = {domain: ComponentLink(domain) for domain in self.config}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
@@ -28,12 +28,10 @@ from federation.verify import trust_store
 from xmppd import hooks as H
 from xmppd import proxyproto
 from xmppd.config import ListenerConfig
+from xmppd.context import ServerContext
 from xmppd.errors import StanzaError, StreamError
 from xmppd.logs import Logger
 from xmppd.tls import listener_tls
-
-if TYPE_CHECKING:
-    from xmppd.server import XmppServer
 
 log = Logger(namespace="federation.manager")
 
@@ -63,7 +61,7 @@ class Route:
 
 
 class S2SManager:
-    def __init__(self, server: XmppServer) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.config = server.config.federation
         self.require_tls = self.config.require_tls

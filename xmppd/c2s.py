@@ -7,7 +7,7 @@ reordered even when one waits on storage (RFC 6120 §10.1).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
@@ -18,14 +18,12 @@ from twisted.words.xish.domish import Element
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.authflow import NS_SASL2, Authenticator, sasl2_failure
+from xmppd.context import ServerContext
 from xmppd.errors import SASLFailure, StanzaError, StreamError, error_reply
 from xmppd.jid import JID, JIDError, prepare_domain
 from xmppd.sessions import SessionData
 from xmppd.tls import HostContextFactory
 from xmppd.xmlstream import OrderedXmlStream, new_stream_id
-
-if TYPE_CHECKING:
-    from xmppd.server import XmppServer
 
 NS_LIMITS = "urn:xmpp:stream-limits:0"
 _AUTH_RESULT = {"temporary-auth-failure": "banned", "aborted": "aborted"}  # else "failure"
@@ -37,7 +35,7 @@ class C2SSession(OrderedXmlStream):
     can_starttls = True  # False for transports that cannot upgrade (RFC 7395 WebSocket)
     stream_management = True  # whether XEP-0198 is offered (not over BOSH: xmppd.bosh)
 
-    def __init__(self, server: XmppServer, direct_tls: bool) -> None:
+    def __init__(self, server: ServerContext, direct_tls: bool) -> None:
         super().__init__(server.clock)
         self.server = server
         self.max_stanza_bytes = server.config.limits.max_stanza_size
@@ -407,7 +405,7 @@ class C2SSession(OrderedXmlStream):
 class C2SFactory(protocol.Factory):
     noisy = False
 
-    def __init__(self, server: XmppServer, direct_tls: bool) -> None:
+    def __init__(self, server: ServerContext, direct_tls: bool) -> None:
         self.server = server
         self.direct_tls = direct_tls
 

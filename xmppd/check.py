@@ -47,6 +47,7 @@ def check_storage(cfg: ServerConfig) -> list[str]:
 
 def check_cluster(cfg: ServerConfig) -> list[str]:
     """A cluster needs a shared database (not a SQLite file) and a reachable Redis."""
+    import importlib.util
     import socket
     from urllib.parse import urlsplit
 
@@ -57,6 +58,9 @@ def check_cluster(cfg: ServerConfig) -> list[str]:
     if cfg.storage_url.startswith("sqlite"):
         problems.append("cluster.redis_url: nodes must share a database; set storage.url to "
                         "PostgreSQL or MariaDB")
+    if importlib.util.find_spec("txredisapi") is None:
+        problems.append("cluster.redis_url: txredisapi is not installed: "
+                        "pip install 'xmppd[cluster]'")
     url = urlsplit(c.redis_url)
     if url.scheme != "redis":
         return [*problems, f"cluster.redis_url: expected redis://host:port/db, not {c.redis_url}"]

@@ -194,7 +194,7 @@ class BoshConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Several nodes sharing one database and one Redis (xmppd/cluster.py). Every node needs
+    """Several nodes sharing one database and one Redis (cluster/node.py). Every node needs
     the same hosts, plugins and storage URL (PostgreSQL or MariaDB) and its own node id."""
 
     redis_url: str = ""  # e.g. "redis://127.0.0.1:6379/0"; empty: a single node

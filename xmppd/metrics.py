@@ -41,8 +41,8 @@ from xmppd.logs import Logger
 from xmppd.stats import ROUTE_SAMPLE, Histogram
 
 if TYPE_CHECKING:
+    from xmppd.context import Clock
     from xmppd.server import XmppServer
-    from xmppd.xmlstream import Clock
 
 log = Logger(namespace="xmppd.metrics")
 

@@ -24,7 +24,6 @@ from xmppd.logs import Logger
 from xmppd.stats import ROUTE_SAMPLE, Stats
 
 if TYPE_CHECKING:
-    from xmppd.cluster import Cluster
     from xmppd.plugin import Host
     from xmppd.sessions import Session, SessionManager
 
@@ -38,6 +37,28 @@ class RouteTarget(Protocol):
     async def receive(self, ev: H.StanzaEvent) -> None: ...
 
 
+class Placement(Protocol):
+    """What the router needs of a cluster (``cluster/``): component entities (MUC rooms) are
+    spread over the nodes, each living on one, and IQ responses find the node that asked."""
+
+    @property
+    def node(self) -> str:
+        """This node's id."""
+
+    def owner(self, key: str) -> str:
+        """The node that holds ``key`` (a bare JID of a component entity)."""
+
+    def forward_route(self, node: str, stanza: Element) -> Deferred[int]:
+        """Hand a stanza to another node's router; fires with how many nodes took it (0:
+        nobody listens)."""
+
+    async def node_gone(self, node: str) -> None:
+        """A node did not take a stanza handed to it: forget it (it crashed or left)."""
+
+    def node_of_iq(self, iq_id: str) -> str | None:
+        """The other node whose IQ registry made this id, if any."""
+
+
 class Router:
     def __init__(self, hosts: dict[str, Host], sessions: SessionManager,
                  stats: Stats | None = None) -> None:
@@ -49,7 +70,7 @@ class Router:
         # entities are not spread over a cluster's nodes like rooms are.
         self.node_local: set[str] = set()
         self.default_route: RouteTarget | None = None
-        self.cluster: Cluster | None = None
+        self.cluster: Placement | None = None  # set when the node joins a cluster
 
     def add_route(self, domain: str, target: RouteTarget, node_local: bool = False) -> None:
         if domain in self.hosts or domain in self.routes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
@@ -25,8 +25,8 @@ from xmppd.accounts import Accounts, LoginTimes
 from xmppd.admin.settings import Settings
 from xmppd.authguard import AuthGuard, GuardPolicy
 from xmppd.c2s import C2SFactory, C2SSession
-from xmppd.cluster import Cluster
 from xmppd.config import ListenerConfig, ServerConfig
+from xmppd.context import Connection, ServerContext
 from xmppd.control import ControlServer
 from xmppd.errors import StreamError
 from xmppd.jid import JID
@@ -40,6 +40,9 @@ from xmppd.stats import Stats
 from xmppd.tls import CertStore, listener_tls
 from xmppd.usercache import UserCaches
 from xmppd.web import WebServer
+
+if TYPE_CHECKING:
+    from cluster.node import Cluster  # imported when [cluster] is configured (_cluster_class)
 
 log = Logger(namespace="xmppd.server")
 
@@ -68,7 +71,7 @@ class XmppServer:
         self.web = WebServer(self)
         self.s2s: Any = None  # federation.manager.S2SManager when federation is enabled
         self.components: Any = None  # components.manager.ComponentManager when configured
-        self.connections: set[C2SSession] = set()
+        self.connections: set[Connection] = set()  # client streams (C2SSession and kin)
         self.listeners: list[tuple[str, IListeningPort]] = []
         # Protocol factories plugins provide for listener types of theirs (Host.listener_factory)
         self.listener_factories: dict[str, Any] = {}
@@ -92,6 +95,7 @@ class XmppServer:
     # -- start / stop ---------------------------------------------------------------------------
     async def start(self) -> None:
         log.info("starting on {reactor}", reactor=type(self.reactor).__name__)
+        cluster_class = _cluster_class() if self.config.cluster.redis_url else None
         self.certs = CertStore(self.config)
         self.db.migrate()
         self.db.start(self.reactor)
@@ -109,8 +113,8 @@ class XmppServer:
 
             self.components = ComponentManager(self)
             self.components.register()
-        if self.config.cluster.redis_url:
-            await self._join_cluster()
+        if cluster_class is not None:
+            await self._join_cluster(cluster_class)
         if self.metrics is not None:
             self.metrics.start()  # after plugins: its path must not shadow one of theirs
         self.control = ControlServer(self)
@@ -119,8 +123,8 @@ class XmppServer:
         for host in self.hosts.values():
             await host.hooks.fire(H.SERVER_STARTED, None)
 
-    async def _join_cluster(self) -> None:
-        cluster = self.cluster = Cluster(self)
+    async def _join_cluster(self, cluster_class: type[Cluster]) -> None:
+        cluster = self.cluster = cluster_class(self)
         await cluster.start()
         self.sessions.listener = cluster
         self.caches.announce = cluster.invalidate
@@ -374,6 +378,25 @@ class XmppServer:
         if over <= 0:
             return 0.0
         return float(min(2 ** (over - 1), self.config.auth.throttle_max_delay))
+
+
+def _cluster_class() -> type[Cluster]:
+    """The cluster (cluster/), imported only when configured: a single node does without
+    txredisapi and hiredis, which come with the ``cluster`` extra."""
+    try:
+        from cluster.node import Cluster
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("txredisapi", "hiredis"):
+            raise
+        raise RuntimeError(f"cluster.redis_url is set but {exc.name} is not installed: "
+                           "pip install 'xmppd[cluster]'") from exc
+    return Cluster
+
+
+def _context(server: XmppServer) -> ServerContext:
+    """Not called: mypy checks here that the server provides what streams, federation,
+    components and the cluster are typed against (xmppd/context.py)."""
+    return server
 
 
 def _port_number(port: IListeningPort) -> int:

@@ -1,7 +1,7 @@
 """Bound sessions and local delivery: RFC 6120 §7 (bind, conflicts) and RFC 6121 §8.5.
 
 The session table maps a bare JID to its resources. It is the seam for clustering: with a
-cluster (xmppd/cluster.py) the resources bound on other nodes are held here too, as proxies
+cluster (cluster/node.py) the resources bound on other nodes are held here too, as proxies
 that forward what is sent to them, so every lookup sees all of a user's resources.
 """
 

@@ -7,7 +7,7 @@ the stream tags, every message a standalone document (explicit namespaces), no S
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -19,12 +19,10 @@ from twisted.words.xish.domish import Element
 from xmppd import netaddr
 from xmppd import stanza as st
 from xmppd.c2s import C2SSession
+from xmppd.context import ServerContext
 from xmppd.errors import StreamError
 from xmppd.web import origin_allowed
 from xmppd.xmlstream import XMLStreamParser, stream_error_xml
-
-if TYPE_CHECKING:
-    from xmppd.server import XmppServer
 
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 _WRAP_OPEN = (f"<stream:stream xmlns='{st.NS_CLIENT}' xmlns:stream='{st.NS_STREAMS}'>").encode()
@@ -61,7 +59,7 @@ class WebSocketC2S(C2SSession):
     error_linger = 0.0  # the WebSocket close handshake already ends it cleanly
     transport_kind = "websocket"
 
-    def __init__(self, server: XmppServer, secure: bool) -> None:
+    def __init__(self, server: ServerContext, secure: bool) -> None:
         super().__init__(server, direct_tls=secure)
         self.secure = secure
         self._frame = _Frame()
@@ -246,7 +244,7 @@ class XmppWebSocketProtocol(WebSocketServerProtocol):
 class XmppWebSocketFactory(WebSocketServerFactory):
     protocol = XmppWebSocketProtocol  # type: ignore[assignment]
 
-    def __init__(self, server: XmppServer, secure: bool) -> None:
+    def __init__(self, server: ServerContext, secure: bool) -> None:
         super().__init__()
         self.server = server
         self.secure = secure
@@ -255,7 +253,7 @@ class XmppWebSocketFactory(WebSocketServerFactory):
                                 autoPingInterval=0)
 
 
-def websocket_resource(server: XmppServer, secure: bool) -> WebSocketResource:
+def websocket_resource(server: ServerContext, secure: bool) -> WebSocketResource:
     return WebSocketResource(XmppWebSocketFactory(server, secure))
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Coroutine, Generator
+from typing import Any, Final
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -21,14 +21,13 @@ from zope.interface import providedBy
 from zope.interface.declarations import Provides
 
 from xmppd import stanza as st
+from xmppd.context import Clock, ServerContext
 from xmppd.errors import StreamError
 from xmppd.logs import Logger
 from xmppd.xmlparser import StreamSink, XMLStreamParser
 
 __all__ = ["StreamSink", "XMLStreamParser"]
 
-if TYPE_CHECKING:
-    from xmppd.server import XmppServer
 
 # zope.interface keeps the declaration objects Twisted builds for a TLS layer in a weak-value
 # cache. Twisted's startTLS declares on the new TLSMemoryBIOProtocol, one after the other,
@@ -51,13 +50,6 @@ def stream_error_xml(err: StreamError) -> str:
 
 def new_stream_id() -> str:
     return secrets.token_urlsafe(12)
-
-
-class Clock(Protocol):
-    def callLater(self, delay: float, callable: Callable[..., object],  # noqa: N802
-                  *args: object, **kw: object) -> IDelayedCall: ...
-
-    def seconds(self) -> float: ...
 
 
 class XmlStream(protocol.Protocol):
@@ -309,7 +301,7 @@ class OrderedXmlStream(XmlStream):
     Subclasses set ``server`` and implement ``handle``.
     """
 
-    server: XmppServer
+    server: ServerContext
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock)

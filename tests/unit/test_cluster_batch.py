@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xmppd.cluster import _addressed, _merge_sends
+from cluster.node import _addressed, _merge_sends
 from xmppd.xmlparser import parse_fragment
 
 

@@ -410,12 +410,18 @@ class OtherNodeOwnsEverything:
         self.forwarded.append(stanza.getAttribute("to"))
         return succeed(1)
 
+    async def node_gone(self, node: str) -> None:
+        raise AssertionError("no node is gone")
+
+    def node_of_iq(self, iq_id: str) -> str | None:
+        return None
+
 
 def test_component_jids_stay_on_the_node_the_component_is_connected_to() -> None:
     # Rooms are spread over a cluster's nodes; a component's link exists on one node only.
     server, mgr = setup()
     cluster = OtherNodeOwnsEverything()
-    server.router.cluster = cluster  # type: ignore[assignment]
+    server.router.cluster = cluster
     user = FakeSession(server, "u@localhost/r")
     w = Wire(mgr).connect()
     user.stanza(st.make("message", attrs={"to": "#room%irc@irc.localhost", "id": "c1"}))

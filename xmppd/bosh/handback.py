@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.words.xish.domish import Element
 
 from xmppd import hooks as H
+from xmppd.context import ServerContext
 from xmppd.errors import StanzaError, StreamError
 from xmppd.jid import JID, JIDError
 from xmppd.logs import Logger
@@ -21,12 +22,11 @@ from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
     from xmppd.bosh.stream import BoshC2S
-    from xmppd.server import XmppServer
 
 log = Logger(namespace="xmppd.bosh.handback")
 
 
-async def hand_back(server: XmppServer, c2s: BoshC2S, undelivered: list[bytes]) -> None:
+async def hand_back(server: ServerContext, c2s: BoshC2S, undelivered: list[bytes]) -> None:
     """``undelivered``: stanzas as the session serialized them for its client."""
     host = server.hosts.get(c2s.host)
     user = c2s.jid.bare_str if c2s.jid is not None else ""
@@ -41,7 +41,7 @@ async def hand_back(server: XmppServer, c2s: BoshC2S, undelivered: list[bytes]) 
             log.failure("handing back an undelivered stanza")
 
 
-async def _one(server: XmppServer, stanza: Element, user: str, host: Any) -> None:
+async def _one(server: ServerContext, stanza: Element, user: str, host: Any) -> None:
     frm, kind = stanza.getAttribute("from") or "", stanza.getAttribute("type")
     if stanza.name == "message" and host is not None and frm and frm != user and (
             kind not in ("error", "groupchat", "headline")):

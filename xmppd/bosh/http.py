@@ -22,6 +22,7 @@ from xmppd.bosh.request import Exchange, Terms
 from xmppd.bosh.request import Request as BoshRequest
 from xmppd.bosh.session import BoshSession
 from xmppd.bosh.stream import Address, BoshC2S, BoshTransport
+from xmppd.context import ServerContext
 from xmppd.jid import JIDError, prepare_domain
 from xmppd.logs import Logger
 from xmppd.web import BodyRefused, origin_allowed
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
     from twisted.words.xish.domish import Element
 
-    from xmppd.server import XmppServer
 
 NS_XML = "http://www.w3.org/XML/1998/namespace"
 _INFO = (b"XMPP over BOSH (XEP-0124, XEP-0206): POST <body xmlns='http://jabber.org/protocol/"
@@ -81,7 +81,7 @@ class BoshResource(Resource):
     isLeaf = True  # noqa: N815 (twisted.web API)
     log = Logger()
 
-    def __init__(self, server: XmppServer) -> None:
+    def __init__(self, server: ServerContext) -> None:
         super().__init__()
         self.xmppd = server
         self.config = server.config.bosh

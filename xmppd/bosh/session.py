@@ -22,7 +22,6 @@ sections:
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -34,11 +33,9 @@ from xmppd.bosh import wire
 from xmppd.bosh.handback import hand_back
 from xmppd.bosh.request import Exchange, Request, Service, Terms
 from xmppd.bosh.stream import TERMINATE, BoshC2S, BoshTransport
+from xmppd.context import ServerContext
 from xmppd.errors import StreamError
 from xmppd.logs import Logger
-
-if TYPE_CHECKING:
-    from xmppd.server import XmppServer
 
 _LEGACY_STATUS = {"bad-request": 400, "policy-violation": 403, "item-not-found": 404}
 OPEN, CLOSING, ENDED = "open", "closing", "ended"
@@ -47,7 +44,7 @@ OPEN, CLOSING, ENDED = "open", "closing", "ended"
 class BoshSession:
     log = Logger()
 
-    def __init__(self, service: Service, server: XmppServer, sid: str, terms: Terms,
+    def __init__(self, service: Service, server: ServerContext, sid: str, terms: Terms,
                  secure: bool, content_type: str, ver: str, legacy: bool,
                  version: str) -> None:
         self.service = service

@@ -18,12 +18,12 @@ from twisted.words.xish.domish import Element
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.c2s import C2SSession
+from xmppd.context import ServerContext
 from xmppd.errors import StreamError
 from xmppd.xmlstream import stream_error_xml
 
 if TYPE_CHECKING:
     from xmppd.bosh.session import BoshSession
-    from xmppd.server import XmppServer
 
 # Queued behind a terminate request's payloads, so that they are handled before the stream
 # closes (XEP-0124 §13: they MUST be forwarded, e.g. an unavailable presence).
@@ -38,7 +38,7 @@ class BoshC2S(C2SSession):
     # handed back as XEP-0206 §7 says (xmppd.bosh.session). Prosody does the same.
     stream_management = False
 
-    def __init__(self, server: XmppServer, secure: bool, bosh: BoshSession) -> None:
+    def __init__(self, server: ServerContext, secure: bool, bosh: BoshSession) -> None:
         super().__init__(server, direct_tls=secure)
         self.bosh = bosh
         self.restart_expected = False  # after SASL success (RFC 6120 §6.4.6)

@@ -38,6 +38,7 @@ from twisted.words.xish.domish import Element
 
 from xmppd import hooks as H
 from xmppd import stanza as st
+from xmppd.context import ServerContext
 from xmppd.errors import StanzaError, StreamError
 from xmppd.jid import JID
 from xmppd.logs import Logger
@@ -45,7 +46,6 @@ from xmppd.sessions import SHARED_FLAGS, SessionData
 from xmppd.xmlparser import parse_fragment
 
 if TYPE_CHECKING:
-    from xmppd.server import XmppServer
     from xmppd.sessions import Session
 
 log = Logger(namespace="xmppd.cluster")
@@ -127,7 +127,7 @@ return 1
 
 
 class Cluster:
-    def __init__(self, server: XmppServer) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         cfg = server.config.cluster
         self.node = cfg.node or default_node_id()
@@ -201,7 +201,7 @@ class Cluster:
         await factory.ready
         await self._load_sessions()
         self._beat = LoopingCall(self._heartbeat)
-        self._beat.clock = self.server.clock
+        self._beat.clock = self.server.reactor  # (the clock, as an IReactorTime)
         self._beat.start(self.heartbeat, now=False)
         log.info("cluster node {node} joined ({n} nodes alive)", node=self.node,
                  n=len(self._alive))
