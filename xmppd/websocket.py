@@ -235,6 +235,35 @@ class XmppWebSocketProtocol(WebSocketServerProtocol):
             return
         self.session.frame_received(payload)
 
+    # A message over the limit: autobahn would drop the TCP connection at once (failByDrop)
+    # and the client would never learn why. The frame header announces the length, so the
+    # stream gets <policy-violation/> and a Close frame (RFC 7395 §3.6) first, as on TCP, and
+    # the oversized payload is read and thrown away, never held (the close handshake's
+    # timeout ends a peer that keeps sending).
+    _oversized = False
+
+    def onMessageFrameBegin(self, length: int) -> None:  # noqa: N802
+        if self._oversized:
+            return
+        if (self.session is not None and not self.session.closed
+                and self.message_data_total_length + length > self.factory.payload_limit):
+            self._oversized = True
+            self.session.stream_error(StreamError("policy-violation", "stanza too large"))
+            return
+        super().onMessageFrameBegin(length)
+
+    def onMessageFrameData(self, payload: bytes) -> None:  # noqa: N802
+        if not self._oversized:
+            super().onMessageFrameData(payload)
+
+    def onMessageFrameEnd(self) -> None:  # noqa: N802
+        if not self._oversized:
+            super().onMessageFrameEnd()
+
+    def onMessageEnd(self) -> None:  # noqa: N802
+        if not self._oversized:
+            super().onMessageEnd()
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None  # noqa: N802, N803
                 ) -> None:
         if self.session is not None and not self.session.closed:
@@ -248,9 +277,10 @@ class XmppWebSocketFactory(WebSocketServerFactory):
         super().__init__()
         self.server = server
         self.secure = secure
-        limit = server.config.limits.max_stanza_size + 4096
-        self.setProtocolOptions(maxMessagePayloadSize=limit, maxFramePayloadSize=limit,
-                                autoPingInterval=0)
+        self.payload_limit = limit = server.config.limits.max_stanza_size + 4096
+        # autobahn's own limits stay as a backstop (twice ours: our check comes first).
+        self.setProtocolOptions(maxMessagePayloadSize=2 * limit,
+                                maxFramePayloadSize=2 * limit, autoPingInterval=0)
 
 
 def websocket_resource(server: ServerContext, secure: bool) -> WebSocketResource:

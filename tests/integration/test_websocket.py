@@ -282,6 +282,17 @@ def test_websocket_stanza_budgets_before_and_after_auth(srv: ServerProcess) -> N
         await ws.send(f"<message xmlns='jabber:client' to='{a}'><body>{'q' * 263000}"
                       "</body></message>")
         assert await ws.error_and_close() == "policy-violation"
+        # Past the WebSocket message limit too (the frame header announces it): the same
+        # stream error and Close frame, not a dropped connection (found by hand: autobahn
+        # dropped the TCP connection with nothing said).
+        for size in (300 * 1024, 10 * 1024 * 1024):
+            ws = await WS.open(srv)
+            await ws.login(a, apw, resource=f"big{size}")
+            await ws.send(f"<message xmlns='jabber:client' to='{a}'><body>{'q' * size}"
+                          "</body></message>")
+            assert await ws.error_and_close() == "policy-violation"
+        ws = await WS.open(srv)  # and the server goes on
+        await ws.login(a, apw, resource="after")
 
     run(body())
 
