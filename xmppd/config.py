@@ -167,6 +167,11 @@ class WebConfig:
     public_url: str = ""  # e.g. "https://chat.example.org" behind a proxy; empty: from Host
     websocket_origins: list[str] = field(default_factory=list)  # allowed Origins; "*" = any
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Slow clients (xmppd/web.py): seconds from the connection (TLS handshake included), or
+    # from the end of the last request, to the end of the next request's headers; and how
+    # many connections of one address may be at that stage at once.
+    header_timeout: float = 30.0
+    max_pending_per_ip: int = 128
 
 
 @dataclass(frozen=True)
@@ -325,6 +330,10 @@ def from_dict(raw: dict[str, Any], base_dir: str = ".") -> ServerConfig:
 def _validate(cfg: ServerConfig) -> None:
     if not cfg.hosts:
         raise ConfigError("hosts: at least one host is required")
+    if cfg.web.header_timeout <= 0:
+        raise ConfigError("web.header_timeout: must be positive")
+    if cfg.web.max_pending_per_ip < 1:
+        raise ConfigError("web.max_pending_per_ip: must be at least 1")
     normalised: dict[str, HostConfig] = {}
     for name, hc in cfg.hosts.items():
         try:

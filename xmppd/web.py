@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from typing import IO, TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet import protocol
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from xmppd import proxyproto
 from xmppd.config import ListenerConfig
+from xmppd.logs import Logger
 from xmppd.stanza import escape_attr
 from xmppd.tls import listener_tls
 
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
 NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
 REL_BOSH = "urn:xmpp:alt-connections:xbosh"
+log = Logger(namespace="xmppd.web")
 
 
 MAX_PLAIN_BODY = 64 * 1024  # request bodies for resources that do not stream them
@@ -216,7 +222,9 @@ class WebServer:
 
                 self.root.putChild(b"http-bind", BoshResource(self.server))
             self._ws_mounted = True
-        factory: Any = _ListenerSite(self.root, secure)
+        web = self.server.config.web
+        factory: Any = _ListenerSite(self.root, secure, web.header_timeout,
+                                     web.max_pending_per_ip)
         tls = None
         if secure:
             assert self.server.certs is not None
@@ -244,14 +252,91 @@ class WebServer:
         return f"{'https' if secure else 'http'}://{host}/http-bind"
 
 
+class GuardedChannel(HTTPChannel):
+    """An HTTP/1.1 connection that must finish each request's headers in time.
+
+    twisted.web's only clock is an idle timeout that every byte resets, so one header byte
+    every few seconds held a connection for ever (found by hand: 500 such connections from
+    one address, all kept). Here a deadline runs from the connection (TLS handshake
+    included) and again from the end of each request on a kept-alive connection, until the
+    next request's headers are complete; and an address may have at most
+    ``web.max_pending_per_ip`` connections at that stage. A WebSocket or a held BOSH request
+    is past its headers, so neither limit touches it."""
+
+    _deadline: IDelayedCall | None = None
+    _peer = ""
+
+    def connectionMade(self) -> None:  # noqa: N802 (twisted API)
+        super().connectionMade()
+        transport: Any = self.transport
+        self._peer = str(getattr(transport.getPeer(), "host", ""))
+        self._await_headers()
+
+    def allHeadersReceived(self) -> None:  # noqa: N802 (twisted API)
+        self._headers_done()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Request) -> None:  # noqa: N802 (twisted API)
+        if self.persistent and not self._deadline:
+            self._await_headers()  # first: a pipelined request is parsed inside requestDone
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        self._headers_done()
+        super().connectionLost(reason)
+
+    def _await_headers(self) -> None:
+        site: _ListenerSite = self.site  # type: ignore[attr-defined]
+        if site.pending[self._peer] >= site.max_pending_per_ip:
+            log.info("HTTP: refused a connection from {peer}: {n} already sending headers",
+                     peer=self._peer, n=site.pending[self._peer])
+            self._abort()
+            return
+        site.pending[self._peer] += 1
+        self._deadline = self.callLater(site.header_timeout, self._too_slow)
+
+    def _headers_done(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is None:
+            return
+        if deadline.active():
+            deadline.cancel()
+        site: _ListenerSite = self.site  # type: ignore[attr-defined]
+        site.pending[self._peer] -= 1
+        if site.pending[self._peer] <= 0:
+            del site.pending[self._peer]
+
+    def _too_slow(self) -> None:
+        self._headers_done()
+        self._abort()
+
+    def _abort(self) -> None:
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+
+def _guarded_channel(_site: Site) -> Any:
+    # twisted.web picks HTTP/1.1 or HTTP/2 (after ALPN) in this wrapper; only HTTP/1.1 is
+    # offered (xmppd/tls.py ALPN), so the channel inside is always ours. (Twisted's own
+    # factory function is _genericHTTPChannelProtocolFactory; Twisted is pinned.)
+    return _GenericHTTPChannelProtocol(GuardedChannel())
+
+
 class _ListenerSite(Site):
     """A Site per listener, so a request knows whether its listener was TLS."""
 
-    def __init__(self, root: Resource, secure: bool) -> None:
+    protocol = _guarded_channel
+
+    def __init__(self, root: Resource, secure: bool, header_timeout: float = 30.0,
+                 max_pending_per_ip: int = 128) -> None:
         super().__init__(root, requestFactory=GuardedRequest)
         self.secure = secure
         self.displayTracebacks = False
         self.noisy = False
+        self.header_timeout = header_timeout
+        self.max_pending_per_ip = max_pending_per_ip
+        self.pending: Counter[str] = Counter()  # connections per address still in headers
 
 
 class _PerListener(Resource):
