@@ -56,9 +56,13 @@ def test_one_address_cannot_hold_more_than_its_share(srv: ServerProcess) -> None
     held = [_slow(port, "127.0.0.2") for _ in range(CAP)]
     try:
         assert _served(port, "127.0.0.1").startswith(b"HTTP/1.1 200")  # others: served
-        extra = _slow(port, "127.0.0.2")
-        extra.settimeout(10)
-        assert _closed(extra)  # at once, not after a timeout: recv returns before 10 s
+        try:  # reset at once: in connect() already, or at the first read (not a timeout)
+            extra = _slow(port, "127.0.0.2")
+        except ConnectionResetError:
+            pass
+        else:
+            with extra:
+                assert _closed(extra)
         # The TLS listener counts from the connection, before the handshake.
         ctx = ssl.create_default_context(cafile=str(srv.ca.ca_file))
         tls_held = [socket.create_connection(("127.0.0.1", srv.https_port), timeout=10,
