@@ -126,8 +126,11 @@ class Authenticator:
         # temporary-auth-failure is only ever AuthGuard refusing (a ban, or the bar reached
         # by attempts in flight); <abort/> is the client's choice, not a wrong password.
         s.server.stats.auth[_AUTH_RESULT.get(fail.condition, "failure")] += 1
-        s.log.info("authentication failure ({cond}) on {host} from {peer}",
-                   cond=fail.condition, host=s.host, peer=s.peer)
+        # The account tried (when a password or proof was checked), for an admin reading
+        # why a ban did or did not follow (xmppd/authguard.py).
+        s.log.info("authentication failure ({cond}) for {account} on {host} from {peer}",
+                   cond=fail.condition, account=attempt.account if attempt else "-",
+                   host=s.host, peer=s.peer)
         delay = 0.0
         if fail.condition != "temporary-auth-failure":
             delay = s.server.auth_reply_delay(s.peer_host)

@@ -240,7 +240,7 @@ class XmlStream(protocol.Protocol):
                 self.transport.loseConnection()
             return
         self.log.info("stream error {condition} to {peer}: {text}", condition=err.condition,
-                      peer=self.peer, text=err.text or "")
+                      peer=self.peer, text=err.text or "(no text)")
         if not self.header_sent:
             if not self.stream_id:
                 self.stream_id = new_stream_id()
