@@ -186,7 +186,10 @@ class XMLStreamParser:
         kept = self._parser.CurrentByteIndex
         if kept != end and self._depth >= 0:
             self._expat_kept(data, kept - start)
-        if self._depth >= 2 or self._held:
+        # Before the header too: expat itself keeps a run of non-markup bytes in the prolog
+        # ("AAAA..." could still become a name), unbounded, without raising (found by the
+        # fuzzer: 281 KB held on a server stream until its negotiation timeout).
+        if self._depth != 1 or self._held:
             self._check_budget()
 
     # -- the guard ----------------------------------------------------------------------------
