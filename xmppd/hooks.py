@@ -1,8 +1,14 @@
-"""Named, typed hooks and the bus that fires them; the catalogue of every hook lives here.
+"""Named, typed hooks and the bus that fires them; the catalogue of the core's hooks lives
+here (a plugin declares its own hooks in its module and lists them in ``Plugin.hooks``).
 
 A handler returns True to consume the event (later handlers do not run). StanzaError
 propagates to the router boundary; any other exception is logged and the next handler runs,
 so one broken plugin cannot take a stanza down with it.
+
+A ``Hook`` is fired with ``await fire()`` and its handlers may be coroutines. A ``SyncHook``
+is fired on a path that must not wait (writing to a stream, building features) with
+``fire_sync()``; its handler type excludes awaitables, so mypy rejects a coroutine
+registered on it (and the bus raises TypeError should one slip through untyped code).
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from twisted.words.xish.domish import Element
 
@@ -24,12 +30,14 @@ if TYPE_CHECKING:
 E = TypeVar("E")
 HandlerResult = bool | None | Awaitable[bool | None]
 Handler = Callable[[E], HandlerResult]
+SyncHandler = Callable[[E], bool | None]
 
 log = Logger(namespace="xmppd.hooks")
 
 
-class Hook(Generic[E]):
-    """A hook declaration: a name, the event type (as the type parameter) and a docstring."""
+class BaseHook(Generic[E]):
+    """A hook declaration: a name, the event type (as the type parameter) and a docstring.
+    Declare a ``Hook`` or a ``SyncHook``, never this base."""
 
     __slots__ = ("doc", "name")
 
@@ -38,7 +46,20 @@ class Hook(Generic[E]):
         self.doc = doc
 
     def __repr__(self) -> str:
-        return f"Hook({self.name})"
+        return f"{type(self).__name__}({self.name})"
+
+
+class Hook(BaseHook[E]):
+    """Fired with ``await HookBus.fire()``: handlers may be coroutines."""
+
+    __slots__ = ()
+
+
+class SyncHook(BaseHook[E]):
+    """Fired with ``HookBus.fire_sync()`` on a path that must not wait: handlers are plain
+    functions (``SyncHandler``)."""
+
+    __slots__ = ()
 
 
 class Registration:
@@ -46,7 +67,8 @@ class Registration:
 
     __slots__ = ("_bus", "_entry", "_hook")
 
-    def __init__(self, bus: HookBus, hook: Hook[Any], entry: tuple[int, int, Handler[Any]]) -> None:
+    def __init__(self, bus: HookBus, hook: BaseHook[Any],
+                 entry: tuple[int, int, Handler[Any]]) -> None:
         self._bus, self._hook, self._entry = bus, hook, entry
 
     def remove(self) -> None:
@@ -58,11 +80,18 @@ class Registration:
 
 class HookBus:
     def __init__(self) -> None:
-        self._handlers: dict[Hook[Any], list[tuple[int, int, Handler[Any]]]] = {}
-        self._ordered: dict[Hook[Any], tuple[Handler[Any], ...]] = {}
+        self._handlers: dict[BaseHook[Any], list[tuple[int, int, Handler[Any]]]] = {}
+        self._ordered: dict[BaseHook[Any], tuple[Handler[Any], ...]] = {}
         self._seq = 0
 
-    def add(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> Registration:
+    @overload
+    def add(self, hook: SyncHook[E], handler: SyncHandler[E], priority: int = 0) -> Registration:
+        ...
+
+    @overload
+    def add(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> Registration: ...
+
+    def add(self, hook: BaseHook[E], handler: Handler[E], priority: int = 0) -> Registration:
         """Register ``handler``; higher priority runs first, ties in registration order."""
         self._seq += 1
         entry = (-priority, self._seq, handler)
@@ -70,14 +99,14 @@ class HookBus:
         self._rebuild(hook)
         return Registration(self, hook, entry)
 
-    def _rebuild(self, hook: Hook[Any]) -> None:
+    def _rebuild(self, hook: BaseHook[Any]) -> None:
         entries = sorted(self._handlers.get(hook, ()), key=lambda e: (e[0], e[1]))
         if entries:
             self._ordered[hook] = tuple(e[2] for e in entries)
         else:
             self._ordered.pop(hook, None)
 
-    def has(self, hook: Hook[Any]) -> bool:
+    def has(self, hook: BaseHook[Any]) -> bool:
         return hook in self._ordered
 
     async def fire(self, hook: Hook[E], event: E) -> bool:
@@ -100,8 +129,8 @@ class HookBus:
                 return True
         return False
 
-    def fire_sync(self, hook: Hook[E], event: E) -> bool:
-        """For hooks on the write path whose handlers must not wait (declared as such)."""
+    def fire_sync(self, hook: SyncHook[E], event: E) -> bool:
+        """For hooks on the write path whose handlers must not wait (declared SyncHook)."""
         handlers = self._ordered.get(hook)
         if not handlers:
             return False
@@ -244,7 +273,7 @@ MESSAGE_STORED_OFFLINE: Hook[StanzaEvent] = Hook(
     "The offline plugin committed this message to the queue of `to` (XEP-0160), after "
     "MESSAGE_UNDELIVERED. Push notifications (XEP-0357) start here. The result is ignored.",
 )
-PRESENCE_ROUTE: Hook[StanzaEvent] = Hook(
+PRESENCE_ROUTE: SyncHook[StanzaEvent] = SyncHook(
     "presence-route",
     "SYNC. The server is about to send presence on a local user's behalf (broadcast, probe "
     "answer, approval, unavailable): `from_` is the user, `to` the target. True = suppress "
@@ -275,23 +304,23 @@ CLUSTER_CHANGED: Hook[None] = Hook(
     "Cluster: a node joined or went away, so entities placed by rendezvous hashing (rooms) may "
     "have moved here; state loaded earlier may be stale.",
 )
-SESSION_INTERRUPTED: Hook[SessionEvent] = Hook(
+SESSION_INTERRUPTED: SyncHook[SessionEvent] = SyncHook(
     "session-interrupted",
     "SYNC. A bound c2s connection dropped without a clean stream close. True = a handler keeps "
     "the session bound (XEP-0198 hibernation) and ends it later with Host.end_session().",
 )
-SESSION_HIBERNATED: Hook[HibernationEvent] = Hook(
+SESSION_HIBERNATED: SyncHook[HibernationEvent] = SyncHook(
     "session-hibernated",
     "SYNC. Stream management keeps a session whose connection dropped, waiting for it to be "
     "resumed (XEP-0198 §5). What is sent to it meanwhile is queued (STANZA_DELIVER still "
     "fires); it ends with SESSION_CLOSED or comes back with SESSION_RESUMED.",
 )
-SESSION_RESUMED: Hook[SessionEvent] = Hook(
+SESSION_RESUMED: SyncHook[SessionEvent] = SyncHook(
     "session-resumed",
     "SYNC. A new stream resumed a hibernating session (XEP-0198 §5); `session` is that stream, "
     "already bound in the old one's place with the same `data`.",
 )
-STREAM_FEATURES: Hook[FeaturesEvent] = Hook(
+STREAM_FEATURES: SyncHook[FeaturesEvent] = SyncHook(
     "stream-features", "Building <stream:features/> for a c2s stream at the given stage. "
     "Sync: handlers append children and must not wait.")
 C2S_NONZA: Hook[NonzaEvent] = Hook(
@@ -299,7 +328,7 @@ C2S_NONZA: Hook[NonzaEvent] = Hook(
     "A non-stanza top-level element on an authenticated c2s stream. True = understood; "
     "otherwise the stream fails with unsupported-stanza-type.",
 )
-STANZA_DELIVER: Hook[DeliverEvent] = Hook(
+STANZA_DELIVER: SyncHook[DeliverEvent] = SyncHook(
     "stanza-deliver",
     "SYNC. A stanza is about to be written to a c2s session (stream management counts it, "
     "client state indication may hold it). True = held back by the handler.",
@@ -311,7 +340,7 @@ ACCOUNT_CREATED: Hook[AccountEvent] = Hook(
     "An account was created (in-band registration, an administrator) and committed; the "
     "admin plugin sends the welcome message (XEP-0133 §4.27).")
 SERVER_STARTED: Hook[None] = Hook("server-started", "All listeners are up.")
-SASL2_FEATURES: Hook[Sasl2FeaturesEvent] = Hook(
+SASL2_FEATURES: SyncHook[Sasl2FeaturesEvent] = SyncHook(
     "sasl2-features", "Building SASL2's <authentication/> feature (XEP-0388, XEP-0386). Sync: "
     "handlers append what they can do inline and must not wait.")
 SASL2_SUCCESS: Hook[InlineEvent] = Hook(
@@ -327,7 +356,7 @@ BIND2_REQUEST: Hook[InlineEvent] = Hook(
 SERVER_STOPPING: Hook[None] = Hook(
     "server-stopping", "Shutdown began; streams are still open. Flush what must be kept.")
 
-CATALOGUE: tuple[Hook[Any], ...] = (
+CATALOGUE: tuple[BaseHook[Any], ...] = (
     STANZA_OUTBOUND, STANZA_INBOUND, PRESENCE_BROADCAST, PRESENCE_INBOUND, PRESENCE_ROUTE,
     MESSAGE_DELIVERED,
     MESSAGE_UNDELIVERED, MESSAGE_STORED_OFFLINE, SERVER_STANZA, SESSION_BOUND,

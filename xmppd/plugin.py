@@ -11,14 +11,14 @@ import importlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from twisted.internet.defer import Deferred
 from twisted.words.xish.domish import Element
 
 from xmppd import config as config_mod
 from xmppd.errors import StanzaError, StreamError
-from xmppd.hooks import Handler, Hook, HookBus
+from xmppd.hooks import BaseHook, Handler, Hook, HookBus, SyncHandler, SyncHook
 from xmppd.iq import IqHandler, IqRegistry, Scope
 from xmppd.jid import JID
 from xmppd.logs import Logger
@@ -127,8 +127,16 @@ class Host:
         """When the server started (unix seconds), e.g. for XEP-0012 uptime."""
         return self._server.started_at
 
-    def on(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> None:
-        reg = self.hooks.add(hook, handler, priority)
+    @overload
+    def on(self, hook: SyncHook[E], handler: SyncHandler[E], priority: int = 0) -> None: ...
+
+    @overload
+    def on(self, hook: Hook[E], handler: Handler[E], priority: int = 0) -> None: ...
+
+    def on(self, hook: BaseHook[E], handler: Handler[E], priority: int = 0) -> None:
+        """Handle ``hook``; higher priorities run first. A SyncHook takes plain functions
+        only (no coroutines)."""
+        reg = self.hooks.add(hook, handler, priority)  # type: ignore[call-overload]
         self._track(reg.remove)
 
     def iq(self, type_: str, ns: str, name: str, handler: IqHandler,

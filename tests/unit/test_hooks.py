@@ -6,9 +6,10 @@ import pytest
 from twisted.internet import defer
 
 from xmppd.errors import StanzaError
-from xmppd.hooks import CATALOGUE, Hook, HookBus
+from xmppd.hooks import CATALOGUE, Hook, HookBus, SyncHook
 
 H: Hook[list[str]] = Hook("test", "a hook for tests")
+S: SyncHook[list[str]] = SyncHook("test-sync", "a synchronous hook for tests")
 
 
 def fire(bus: HookBus, event: list[str]) -> bool:
@@ -77,9 +78,18 @@ def test_sync_fire_rejects_awaitables() -> None:
     async def handler(e: list[str]) -> bool:
         return True
 
-    bus.add(H, handler)
+    bus.add(S, handler)  # type: ignore[arg-type]  # what mypy rejects, at run time
     with pytest.raises(TypeError):
-        bus.fire_sync(H, [])
+        bus.fire_sync(S, [])
+
+
+def test_sync_hook_runs_plain_handlers_in_order() -> None:
+    bus = HookBus()
+    bus.add(S, lambda e: e.append("second") or False)
+    bus.add(S, lambda e: e.append("first") or False, priority=5)
+    ev: list[str] = []
+    assert bus.fire_sync(S, ev) is False
+    assert ev == ["first", "second"]
 
 
 def test_catalogue_is_documented_and_unique() -> None:
