@@ -257,33 +257,9 @@ class C2SSession(OrderedXmlStream):
             host.iq_registry.handles_namespace("preauth", payload.uri))
 
     async def _preauth_iq(self, el: Element) -> None:
-        """IQs allowed before authentication (XEP-0077 registration). The answer carries no
-        'from' and no 'to' (XEP-0077 §3.1): the entity has no address yet, and a 'from' it
-        wrote is nobody's to echo back (RFC 6120 §8.1.2.1)."""
-        host = self.server.hosts[self.host]
-        payload = next(c for c in el.children if isinstance(c, Element))
-        from xmppd.iq import IqRequest
-
-        try:
-            itype = el.getAttribute("type", "")
-            handler = host.iq_registry.lookup("preauth", itype, payload)
-            if handler is None or not el.getAttribute("id"):
-                raise StanzaError("bad-request")
-            req = IqRequest(el, payload, None, None, self, host)
-            result = handler(req)
-            if hasattr(result, "__await__"):
-                result = await result  # type: ignore[misc]
-            reply = st.result_for(el)
-            if isinstance(result, Element):
-                st.append(reply, result)
-        except StanzaError as err:
-            reply = error_reply(el, err)
-        except Exception:  # the same boundary as after binding (Router): an answer, a log line
-            self.log.failure("pre-authentication IQ handler failed")
-            reply = error_reply(el, StanzaError("internal-server-error"))
-        reply.attributes.pop("from", None)
-        reply.attributes.pop("to", None)
-        self.send(reply)
+        """IQs allowed before authentication (XEP-0077 registration), answered like any other
+        IQ (Host.answer_iq), without addresses."""
+        self.send(await self.server.hosts[self.host].answer_iq("preauth", el, None, None, self))
 
     # -- resource binding (RFC 6120 §7) ---------------------------------------------------------
     def _pre_bind(self, el: Element) -> Deferred[Any] | None:

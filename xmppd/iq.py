@@ -2,8 +2,9 @@
 
 Scope "host" is an IQ addressed to the domain itself; "account" is one addressed to a user's
 bare JID (or sent with no 'to', RFC 6120 §10.3.3), which the server answers on the user's
-behalf (RFC 6121 §8.5.2.1.3). A handler returns the result payload (or None for an empty
-result) or raises StanzaError; the router turns that into the reply.
+behalf (RFC 6121 §8.5.2.1.3); "preauth" is one on a c2s stream before authentication
+(XEP-0077 registration). A handler returns the result payload (or None for an empty result)
+or raises StanzaError; ``IqRegistry.answer`` turns that into the reply, for every scope.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.words.xish.domish import Element
 
-from xmppd.errors import STANZA_CONDITIONS, StanzaError, parse_error
+from xmppd import stanza as st
+from xmppd.errors import STANZA_CONDITIONS, StanzaError, error_reply, parse_error
 from xmppd.jid import JID
+from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from xmppd.plugin import Host
@@ -28,6 +31,8 @@ Scope = Literal["host", "account", "preauth"]
 IqResult = Element | None
 IqHandler = Callable[["IqRequest"], Awaitable[IqResult] | IqResult]
 
+
+log = Logger(namespace="xmppd.iq")
 
 ERROR_TYPES = frozenset(("auth", "cancel", "continue", "modify", "wait"))  # RFC 6120 §8.3.2
 
@@ -92,6 +97,44 @@ class IqRegistry:
     def handles_namespace(self, scope: Scope, ns: str) -> bool:
         return any(k[0] == scope and k[2] == ns for k in self._handlers)
 
+    async def answer(self, scope: Scope, stanza: Element, from_: JID | None, to: JID | None,
+                     origin: Session | None, host: Host) -> Element:
+        """The reply to an IQ get/set: the one place IQ handlers run, and their one error
+        boundary. The handler's result (RFC 6120 §8.2.3), or an error reply (§8.3): the
+        StanzaError it raised, service-unavailable when nothing handles the payload (§8.4),
+        bad-request for a malformed IQ, internal-server-error (and a log line) for any other
+        exception. The caller sends the reply as it is.
+
+        Addressing per scope: a pre-authentication answer carries neither 'from' nor 'to'
+        (XEP-0077 §3.1: the entity has no address yet, and a 'from' it wrote is nobody's to
+        echo back, RFC 6120 §8.1.2.1); an IQ sent without 'to' (``to`` None, RFC 6120
+        §10.3.3) is answered from the sender's bare JID; otherwise the addresses are swapped."""
+        try:
+            payload = next((c for c in stanza.children if isinstance(c, Element)), None)
+            itype = stanza.getAttribute("type")
+            if payload is None or itype not in ("get", "set") or not stanza.getAttribute("id"):
+                raise StanzaError("bad-request")  # RFC 6120 §8.2.3
+            handler = self.lookup(scope, itype, payload)
+            if handler is None:
+                raise StanzaError("service-unavailable")  # RFC 6120 §8.4
+            outcome = handler(IqRequest(stanza, payload, from_, to, origin, host))
+            result = (outcome if outcome is None or isinstance(outcome, Element)
+                      else await cast(Awaitable[IqResult], outcome))
+            reply = st.result_for(stanza)
+            if isinstance(result, Element):
+                st.append(reply, result)
+        except StanzaError as err:
+            reply = error_reply(stanza, err)
+        except Exception:
+            log.failure("IQ handler failed on {stanza}", stanza=_brief(stanza))
+            reply = error_reply(stanza, StanzaError("internal-server-error"))
+        if scope == "preauth":
+            reply.attributes.pop("from", None)
+            reply.attributes.pop("to", None)
+        elif to is None and from_ is not None:
+            reply.attributes["from"] = from_.bare_str
+        return reply
+
     # -- server-originated requests ----------------------------------------------------------
     def new_id(self) -> str:
         return f"{self.id_prefix}-{next(self._ids)}"
@@ -135,6 +178,14 @@ class IqRegistry:
                 cond = "undefined-condition"
             d.errback(StanzaError(cond, type_=etype if etype in ERROR_TYPES else None))
         return True
+
+
+def _brief(stanza: Element) -> str:
+    a = stanza.attributes
+    payload = next((c for c in stanza.children if isinstance(c, Element)), None)
+    what = f" {{{payload.uri}}}{payload.name}" if payload is not None else ""
+    return (f"<iq type={a.get('type')} from={a.get('from')} to={a.get('to')}"
+            f" id={a.get('id')}>{what}")
 
 
 def _norm(value: str) -> str:

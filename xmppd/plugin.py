@@ -143,6 +143,12 @@ class Host:
            scope: Scope = "host") -> None:
         self._track(self.iq_registry.register(type_, ns, name, handler, scope))
 
+    async def answer_iq(self, scope: Scope, stanza: Element, from_: JID | None,
+                        to: JID | None, origin: Session | None) -> Element:
+        """The reply to an IQ get/set for this host (IqRegistry.answer): for the router
+        (bound sessions, peers) and for c2s streams before authentication alike."""
+        return await self.iq_registry.answer(scope, stanza, from_, to, origin, self)
+
     def add_feature(self, var: str) -> None:
         """A disco feature known only at run time (static ones go in Plugin.features)."""
         self.extra_features.append(var)

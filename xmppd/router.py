@@ -16,9 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.words.xish.domish import Element
 
 from xmppd import hooks as H
-from xmppd import stanza as st
 from xmppd.errors import StanzaError, error_reply, may_reply_with_error
-from xmppd.iq import IqRequest
+from xmppd.iq import Scope
 from xmppd.jid import JID, JIDError
 from xmppd.logs import Logger
 from xmppd.stats import ROUTE_SAMPLE, Stats
@@ -121,6 +120,9 @@ class Router:
                 JID.parse(original_to)
             except JIDError:
                 reply.attributes["from"] = sender.domain  # the 'to' was not a JID at all
+        await self._send_error(reply)
+
+    async def _send_error(self, reply: Element) -> None:
         try:
             await self._route(reply, None)
         except StanzaError as err:
@@ -270,27 +272,15 @@ class Router:
             raise StanzaError("service-unavailable")
         # Presence to the server itself, and message errors, need no answer (RFC 6120 §10.4).
 
-    async def dispatch_iq(self, host: Host, ev: H.StanzaEvent, scope: str) -> None:
-        """Run the registered handler and send its result (RFC 6120 §8.2.3)."""
-        stanza = ev.stanza
-        payload = next((c for c in stanza.children if isinstance(c, Element)), None)
-        if payload is None:
-            raise StanzaError("bad-request")
-        itype = stanza.getAttribute("type")
-        handler = host.iq_registry.lookup(scope, itype, payload)  # type: ignore[arg-type]
-        if handler is None:
-            raise StanzaError("service-unavailable")  # RFC 6120 §8.4
+    async def dispatch_iq(self, host: Host, ev: H.StanzaEvent, scope: Scope) -> None:
+        """Answer an IQ get/set to a served domain or account (RFC 6120 §8.2.3): the host
+        runs the handler and builds the result or error (Host.answer_iq), sent from here."""
         to = None if ev.extra.get("implicit_to") else ev.to
-        req = IqRequest(stanza, payload, ev.from_, to, ev.origin, host)
-        result = handler(req)
-        if isinstance(result, Deferred) or hasattr(result, "__await__"):
-            result = await result  # type: ignore[misc]
-        reply = st.result_for(stanza)
-        if to is None:
-            reply.attributes["from"] = ev.from_.bare_str
-        if isinstance(result, Element):
-            st.append(reply, result)
-        await self._route(reply, None)
+        reply = await host.answer_iq(scope, ev.stanza, ev.from_, to, ev.origin)
+        if reply.getAttribute("type") == "error":
+            await self._send_error(reply)  # as a bounce's: an error is never answered
+        else:
+            await self._route(reply, None)
 
 
 def _brief(stanza: Element) -> str:

@@ -114,6 +114,26 @@ def test_iq_rules(server: XmppServer) -> None:
                             "from": "alice@localhost"}
 
 
+def test_iq_handler_failure_is_answered_like_before_binding(server: XmppServer) -> None:
+    """The one IQ error boundary (Host.answer_iq): an unexpected exception in a handler is an
+    internal-server-error answer, addressed as a result would be."""
+    host = server.hosts["localhost"]
+
+    def broken(_req: object) -> None:
+        raise RuntimeError("a bug in a plugin")
+
+    host.iq("get", "urn:example:broken", "query", broken)
+    host.iq("get", "urn:example:broken", "query", broken, scope="account")
+    a = FakeSession(server, "alice@localhost/a")
+    for to, frm in (("localhost", "localhost"), (None, "alice@localhost")):
+        iq = st.iq("get", "b1", to=to)
+        st.add(iq, "query", "urn:example:broken")
+        a.stanza(iq)
+        [r] = a.take()
+        assert parse_error(r) == ("cancel", "internal-server-error")
+        assert r.attributes["from"] == frm and r.attributes["to"] == "alice@localhost/a"
+
+
 def test_jid_malformed_and_remote(server: XmppServer) -> None:
     a = FakeSession(server, "alice@localhost/a")
     a.stanza(msg("a@b@c"))
