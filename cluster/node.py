@@ -160,7 +160,7 @@ class Cluster:
             return
         self._alive = set(nodes)
         for host in self.server.hosts.values():
-            self._track(host.hooks.fire(H.CLUSTER_CHANGED, None))
+            self._track(host.fire(H.CLUSTER_CHANGED, None))
 
     def _node_seen(self, node: str) -> None:
         if node not in self._alive:
@@ -462,7 +462,7 @@ class Cluster:
         if self.server.sessions.unbind(proxy) or ended:
             host = self.server.hosts.get(proxy.host)
             if host is not None:
-                self._track(host.hooks.fire(H.REMOTE_SESSION_ENDED, H.SessionEvent(proxy)))
+                self._track(host.fire(H.REMOTE_SESSION_ENDED, H.SessionEvent(proxy)))
 
     # -- stanzas between nodes -------------------------------------------------------------------
     def to_node(self, node: str, msg: dict[str, Any]) -> defer.Deferred[int]:
@@ -581,7 +581,7 @@ class Cluster:
             return
         ev = H.StanzaEvent(stanza, frm, to if hops < MAX_HOPS else to.bare, None)
         if hops >= MAX_HOPS:  # views still disagree: keep it rather than pass it around
-            if await host.hooks.fire(H.MESSAGE_UNDELIVERED, ev):
+            if await host.fire(H.MESSAGE_UNDELIVERED, ev):
                 return
             await router.bounce(stanza, StanzaError("service-unavailable"))
             return

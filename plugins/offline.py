@@ -87,7 +87,7 @@ class Offline(Plugin):
         their new session read the queue): deliver now rather than at the next login."""
         user = ev.to.bare
         try:
-            await self.host.hooks.fire(H.MESSAGE_STORED_OFFLINE, ev)
+            await self.host.fire(H.MESSAGE_STORED_OFFLINE, ev)
         except Exception:
             self.log.failure("message-stored-offline handler raised")
         await self.host.refresh_sessions(user)  # on any node of a cluster

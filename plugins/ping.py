@@ -62,7 +62,7 @@ class Ping(Plugin):
     def ping(self, session: Session) -> None:
         if session.jid is None:
             return
-        iq = st.iq("get", self.host.iq_registry.new_id(), to=str(session.jid),
+        iq = st.iq("get", self.host.new_iq_id(), to=str(session.jid),
                    from_=self.host.domain)
         st.add(iq, "ping", NS)
         session.data["ping_pending"] = True

@@ -250,8 +250,8 @@ class StreamManagement(Plugin):
             return False
         state.timer = self.host.clock.callLater(state.timeout, self._expire, state)
         self.log.info("{jid} hibernating for {t:.0f}s", jid=str(ev.session.jid), t=state.timeout)
-        self.host.hooks.fire_sync(H.SESSION_HIBERNATED,
-                                  H.HibernationEvent(ev.session, list(state.queue)))
+        self.host.fire_sync(H.SESSION_HIBERNATED,
+                            H.HibernationEvent(ev.session, list(state.queue)))
         return True
 
     def _expire(self, state: SMState) -> None:
@@ -310,7 +310,7 @@ class StreamManagement(Plugin):
         state.in_base = 0
         self.host.takeover(old, session)
         state.session = session
-        self.host.hooks.fire_sync(H.SESSION_RESUMED, H.SessionEvent(session))
+        self.host.fire_sync(H.SESSION_RESUMED, H.SessionEvent(session))
         if state.queue:
             state.ack_timer = self.host.clock.callLater(self.options.ack_delay, self._ask, state)
         self.log.info("{jid} resumed; {n} stanzas sent again", jid=str(session.jid),
@@ -351,7 +351,7 @@ class StreamManagement(Plugin):
             if to and frm:
                 ev = H.StanzaEvent(stanza, JID.parse(frm), JID.parse(to).bare, None)
                 try:
-                    if await self.host.hooks.fire(H.MESSAGE_UNDELIVERED, ev):
+                    if await self.host.fire(H.MESSAGE_UNDELIVERED, ev):
                         return
                 except StanzaError as err:
                     # Offline storage refused it (a no-store hint, a full queue): the sender

@@ -180,7 +180,7 @@ class C2SSession(OrderedXmlStream):
         limits = st.add(features, "limits", NS_LIMITS)
         st.add(limits, "max-bytes", NS_LIMITS, str(self.stanza_limit()))
         # Feature hooks only append elements: a sync hook, no coroutine per stream header.
-        host.hooks.fire_sync(H.STREAM_FEATURES, H.FeaturesEvent(self, features, stage))
+        host.fire_sync(H.STREAM_FEATURES, H.FeaturesEvent(self, features, stage))
         self.write(self.features_xml(st.element_children(features)))
 
     # -- elements (in order, see OrderedXmlStream) --------------------------------------------
@@ -254,7 +254,7 @@ class C2SSession(OrderedXmlStream):
         payload = next((c for c in el.children if isinstance(c, Element)), None)
         host = self.server.hosts[self.host]
         return payload is not None and payload.uri is not None and (
-            host.iq_registry.handles_namespace("preauth", payload.uri))
+            host.handles_iq_namespace("preauth", payload.uri))
 
     async def _preauth_iq(self, el: Element) -> None:
         """IQs allowed before authentication (XEP-0077 registration), answered like any other
@@ -331,13 +331,13 @@ class C2SSession(OrderedXmlStream):
 
     def _nonza(self, el: Element) -> Deferred[Any] | None:
         host = self.server.hosts[self.host]
-        if not host.hooks.has(H.C2S_NONZA):
+        if not host.has_handlers(H.C2S_NONZA):
             self.stream_error(StreamError("unsupported-stanza-type"))
             return None
         return self.coro(self._nonza_async(host, el))
 
     async def _nonza_async(self, host: Any, el: Element) -> None:
-        if not await host.hooks.fire(H.C2S_NONZA, H.NonzaEvent(self, el)):
+        if not await host.fire(H.C2S_NONZA, H.NonzaEvent(self, el)):
             self.stream_error(StreamError("unsupported-stanza-type"))
 
     def adopt(self, old: C2SSession) -> None:
@@ -365,7 +365,7 @@ class C2SSession(OrderedXmlStream):
             self.successor.send(stanza)  # resumed elsewhere (see adopt)
             return
         host = self.server.hosts.get(self.host)
-        if host is not None and host.hooks.has(H.STANZA_DELIVER) and host.hooks.fire_sync(
+        if host is not None and host.has_handlers(H.STANZA_DELIVER) and host.fire_sync(
                 H.STANZA_DELIVER, H.DeliverEvent(self, stanza)):
             return
         self.server.stats.c2s_out[stanza.name] += 1

@@ -85,8 +85,8 @@ class Host:
         self._server = server
         self.domain = domain
         self.jid = JID("", domain)
-        self.hooks = HookBus()
-        self.iq_registry = IqRegistry()
+        self._hooks = HookBus()  # private: plugins and the core go through on()/fire()
+        self._iq = IqRegistry()  # private: iq(), answer_iq(), request(), iq_response()
         self.plugins: dict[str, Plugin] = {}
         self.extra_features: list[str] = []
         self._undo: dict[str, list[Callable[[], None]]] = {}
@@ -136,18 +136,49 @@ class Host:
     def on(self, hook: BaseHook[E], handler: Handler[E], priority: int = 0) -> None:
         """Handle ``hook``; higher priorities run first. A SyncHook takes plain functions
         only (no coroutines)."""
-        reg = self.hooks.add(hook, handler, priority)  # type: ignore[call-overload]
+        reg = self._hooks.add(hook, handler, priority)  # type: ignore[call-overload]
         self._track(reg.remove)
+
+    async def fire(self, hook: Hook[E], event: E) -> bool:
+        """Run ``hook``'s handlers in priority order: True once one consumed the event.
+        A StanzaError propagates; any other exception is logged and the next one runs."""
+        return await self._hooks.fire(hook, event)
+
+    def fire_sync(self, hook: SyncHook[E], event: E) -> bool:
+        """``fire`` for a SyncHook, on a path that must not wait."""
+        return self._hooks.fire_sync(hook, event)
+
+    def has_handlers(self, hook: BaseHook[Any]) -> bool:
+        """Whether anything handles ``hook`` (to skip building an event nobody reads)."""
+        return self._hooks.has(hook)
 
     def iq(self, type_: str, ns: str, name: str, handler: IqHandler,
            scope: Scope = "host") -> None:
-        self._track(self.iq_registry.register(type_, ns, name, handler, scope))
+        """Handle IQs of ``type_`` (get/set) whose payload is <name xmlns=ns/>; see
+        xmppd/iq.py for the scopes."""
+        self._track(self._iq.register(type_, ns, name, handler, scope))
+
+    def handles_iq_namespace(self, scope: Scope, ns: str) -> bool:
+        return self._iq.handles_namespace(scope, ns)
 
     async def answer_iq(self, scope: Scope, stanza: Element, from_: JID | None,
                         to: JID | None, origin: Session | None) -> Element:
         """The reply to an IQ get/set for this host (IqRegistry.answer): for the router
         (bound sessions, peers) and for c2s streams before authentication alike."""
-        return await self.iq_registry.answer(scope, stanza, from_, to, origin, self)
+        return await self._iq.answer(scope, stanza, from_, to, origin, self)
+
+    def iq_response(self, stanza: Element) -> bool:
+        """An IQ result/error addressed to this host: True if it answers one of our
+        ``request()``s (which it then completes)."""
+        return self._iq.response(stanza)
+
+    def new_iq_id(self) -> str:
+        """An id for an IQ the server sends (unique on this node; see ``set_iq_id_prefix``)."""
+        return self._iq.new_id()
+
+    def set_iq_id_prefix(self, prefix: str) -> None:
+        """Cluster: ids of server-sent IQs carry the node, so answers find their way."""
+        self._iq.id_prefix = prefix
 
     def add_feature(self, var: str) -> None:
         """A disco feature known only at run time (static ones go in Plugin.features)."""
@@ -236,7 +267,7 @@ class Host:
 
     def request(self, iq: Element, timeout: float = 30.0) -> Deferred[Element]:
         """Send an IQ get/set from the server and wait for the answer (or IqTimeout)."""
-        d = self.iq_registry.expect(iq, timeout, self.clock)
+        d = self._iq.expect(iq, timeout, self.clock)
         self._server.router.route_soon(iq, None)
         return d
 
@@ -303,7 +334,7 @@ class Host:
 
         created = await self.accounts.create(self.domain, username, password)
         if created:
-            await self.hooks.fire(H.ACCOUNT_CREATED, H.AccountEvent(JID(username, self.domain)))
+            await self.fire(H.ACCOUNT_CREATED, H.AccountEvent(JID(username, self.domain)))
         return created
 
     def end_sessions(self, jid: JID, error: StreamError, reason: str) -> int:

@@ -157,7 +157,7 @@ class Router:
             ev.extra["implicit_to"] = True
         if origin is not None and origin.kind == "c2s":
             src = self.hosts.get(from_.domain)
-            if src is not None and await src.hooks.fire(H.STANZA_OUTBOUND, ev):
+            if src is not None and await src.fire(H.STANZA_OUTBOUND, ev):
                 return
         host = self.hosts.get(to.domain)
         if host is not None:
@@ -188,7 +188,7 @@ class Router:
 
     def _response(self, host: Host, stanza: Element) -> None:
         """An IQ result/error for the server: ours, or (cluster) another node's request."""
-        if host.iq_registry.response(stanza) or self.cluster is None:
+        if host.iq_response(stanza) or self.cluster is None:
             return
         node = self.cluster.node_of_iq(stanza.getAttribute("id") or "")
         if node is not None:
@@ -209,10 +209,10 @@ class Router:
             # Cluster: other nodes see the resource available before offline messages are
             # drained, so one stored meanwhile elsewhere is either drained or handed over.
             await self.sessions.listener.flushed(session)
-        await host.hooks.fire(H.PRESENCE_BROADCAST,
-                              H.StanzaEvent(stanza, from_, from_.bare, session))
+        await host.fire(H.PRESENCE_BROADCAST,
+                        H.StanzaEvent(stanza, from_, from_.bare, session))
         if now_available and session.priority >= 0 and (not was_available or was_priority < 0):
-            await host.hooks.fire(H.SESSION_AVAILABLE, H.SessionEvent(session, stanza))
+            await host.fire(H.SESSION_AVAILABLE, H.SessionEvent(session, stanza))
 
     # -- local delivery -----------------------------------------------------------------------
     async def local(self, host: Host, ev: H.StanzaEvent) -> None:
@@ -226,12 +226,12 @@ class Router:
             # RFC 6121 §8.5.1, checked before inbound hooks so nothing (e.g. the archive)
             # acts on a message for an account that does not exist.
             raise StanzaError("service-unavailable")
-        if await host.hooks.fire(H.STANZA_INBOUND, ev):
+        if await host.fire(H.STANZA_INBOUND, ev):
             return
         if kind == "message":
             await self.sessions.deliver_message(host, ev)
         elif kind == "presence":
-            if await host.hooks.fire(H.PRESENCE_INBOUND, ev):
+            if await host.fire(H.PRESENCE_INBOUND, ev):
                 return
             self.sessions.deliver_presence(ev)
         elif kind == "iq":
@@ -266,7 +266,7 @@ class Router:
                 raise StanzaError("service-unavailable")
             await self.dispatch_iq(host, ev, "host")
             return
-        if await host.hooks.fire(H.SERVER_STANZA, ev):
+        if await host.fire(H.SERVER_STANZA, ev):
             return
         if stanza.name == "message" and stanza.getAttribute("type") not in ("error", "groupchat"):
             raise StanzaError("service-unavailable")

@@ -51,7 +51,7 @@ def add_sasl2_features(session: C2SSession, features: Element, offer: Offer
         for m in fast:
             st.add(f, "mechanism", NS_FAST, m)
     host = session.server.hosts[session.host]
-    host.hooks.fire_sync(H.SASL2_FEATURES, H.Sasl2FeaturesEvent(session, inline, bind_inline))
+    host.fire_sync(H.SASL2_FEATURES, H.Sasl2FeaturesEvent(session, inline, bind_inline))
     return fast
 
 
@@ -146,7 +146,7 @@ class Sasl2Exchange:
         await self._fast(mechanism, success)
         host = s.server.hosts[s.host]
         event = H.InlineEvent(s, self.request, success)
-        await host.hooks.fire(H.SASL2_SUCCESS, event)
+        await host.fire(H.SASL2_SUCCESS, event)
         if s.closed:
             return
         bind = st.child(self.request, "bind", NS_BIND2)
@@ -181,7 +181,7 @@ class Sasl2Exchange:
             s.data["client"] = self.client
         host = s.server.hosts[s.host]
         request = H.InlineEvent(s, bind, bound, event.after)
-        await host.hooks.fire(H.BIND2_REQUEST, request)
+        await host.fire(H.BIND2_REQUEST, request)
         if s.closed:
             return False
         try:

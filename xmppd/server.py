@@ -121,7 +121,7 @@ class XmppServer:
         self.control.start()
         self._listen()
         for host in self.hosts.values():
-            await host.hooks.fire(H.SERVER_STARTED, None)
+            await host.fire(H.SERVER_STARTED, None)
 
     async def _join_cluster(self, cluster_class: type[Cluster]) -> None:
         cluster = self.cluster = cluster_class(self)
@@ -130,7 +130,7 @@ class XmppServer:
         self.caches.announce = cluster.invalidate
         self.router.cluster = cluster
         for host in self.hosts.values():
-            host.iq_registry.id_prefix = f"xmppd.{cluster.node}"
+            host.set_iq_id_prefix(f"xmppd.{cluster.node}")
 
     def _listen(self) -> None:
         assert self.certs is not None
@@ -212,7 +212,7 @@ class XmppServer:
         if self.control is not None:
             self.control.stop()
         for host in self.hosts.values():
-            await host.hooks.fire(H.SERVER_STOPPING, None)
+            await host.fire(H.SERVER_STOPPING, None)
         if self.metrics is not None:
             self.metrics.stop()
         for _kind, port in self.listeners:
@@ -298,14 +298,14 @@ class XmppServer:
         host = self.hosts[session.host]
         if session.jid is not None:
             self.logins.record(session.host, session.jid.local)
-        defer.Deferred.fromCoroutine(host.hooks.fire(H.SESSION_BOUND, H.SessionEvent(session)))
+        defer.Deferred.fromCoroutine(host.fire(H.SESSION_BOUND, H.SessionEvent(session)))
 
     def session_ended(self, session: Session, clean: bool) -> None:
         """A bound connection closed; hibernate it (XEP-0198) or end it."""
         if session.data.get("ended") or getattr(session, "superseded", False):
             return
         host = self.hosts[session.host]
-        if not clean and not self.stopping and host.hooks.fire_sync(
+        if not clean and not self.stopping and host.fire_sync(
                 H.SESSION_INTERRUPTED, H.SessionEvent(session, reason="connection lost")):
             return
         self.end_session(session, "closed" if clean else "connection lost")
@@ -318,7 +318,7 @@ class XmppServer:
         self.sessions.unbind(session)
         host = self.hosts[session.host]
         ev = H.SessionEvent(session, reason=reason)
-        self.track(defer.Deferred.fromCoroutine(host.hooks.fire(H.SESSION_CLOSED, ev)))
+        self.track(defer.Deferred.fromCoroutine(host.fire(H.SESSION_CLOSED, ev)))
 
     def track(self, d: defer.Deferred[Any]) -> None:
         """Remember unfinished work so that stop() waits for it."""
@@ -344,7 +344,7 @@ class XmppServer:
 
     async def delete_account(self, jid: JID) -> bool:
         host = self.hosts[jid.domain]
-        await host.hooks.fire(H.ACCOUNT_DELETED, H.AccountEvent(jid.bare))
+        await host.fire(H.ACCOUNT_DELETED, H.AccountEvent(jid.bare))
         found = await self.accounts.delete(jid.domain, jid.local)
         self.end_sessions(jid.bare, StreamError("not-authorized", "account deleted"),
                           "account deleted")

@@ -307,7 +307,7 @@ class SessionManager:
             return
         if mtype == "headline":
             raise StanzaError("service-unavailable")  # not stored offline (XEP-0160 §4)
-        if await host.hooks.fire(H.MESSAGE_UNDELIVERED, ev):
+        if await host.fire(H.MESSAGE_UNDELIVERED, ev):
             return
         raise StanzaError("service-unavailable", text="recipient is offline")
 
@@ -317,9 +317,9 @@ class SessionManager:
         return self.top_resources(to)
 
     async def _delivered(self, host: Host, ev: H.StanzaEvent, targets: list[Session]) -> None:
-        if host.hooks.has(H.MESSAGE_DELIVERED):
+        if host.has_handlers(H.MESSAGE_DELIVERED):
             ev.extra["sessions"] = targets
-            await host.hooks.fire(H.MESSAGE_DELIVERED, ev)
+            await host.fire(H.MESSAGE_DELIVERED, ev)
 
     def deliver_presence(self, ev: H.StanzaEvent) -> None:
         """RFC 6121 §8.5.2.1.2 / §8.5.3: presence to all available resources, or the one."""

@@ -149,10 +149,10 @@ class Presence(Plugin):
 
     async def send_for_user(self, stanza: Element) -> None:
         """Send presence on a local user's behalf unless a PRESENCE_ROUTE handler vetoes it."""
-        if self.host.hooks.has(H.PRESENCE_ROUTE):
+        if self.host.has_handlers(H.PRESENCE_ROUTE):
             ev = H.StanzaEvent(stanza, JID.parse(stanza.attributes["from"]),
                                JID.parse(stanza.attributes["to"]), None)
-            if self.host.hooks.fire_sync(H.PRESENCE_ROUTE, ev):
+            if self.host.fire_sync(H.PRESENCE_ROUTE, ev):
                 return
         await self.host.send(stanza)
 

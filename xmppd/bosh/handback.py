@@ -49,8 +49,8 @@ async def _one(server: ServerContext, stanza: Element, user: str, host: Any) -> 
             sender, rcpt = JID.parse(frm), JID.parse(stanza.getAttribute("to") or "")
         except JIDError:
             return
-        if await host.hooks.fire(H.MESSAGE_UNDELIVERED,
-                                 H.StanzaEvent(stanza, sender, rcpt.bare, None)):
+        if await host.fire(H.MESSAGE_UNDELIVERED,
+                           H.StanzaEvent(stanza, sender, rcpt.bare, None)):
             return
         await server.router.bounce(stanza, StanzaError("recipient-unavailable"))
     elif stanza.name == "iq" and kind in ("get", "set"):

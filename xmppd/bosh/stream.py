@@ -103,7 +103,7 @@ class BoshC2S(C2SSession):
         """As C2SSession.send, but the outbox keeps what kind of stanza each piece is, so
         that one never delivered can be handed back when the session ends."""
         host = self.server.hosts.get(self.host)
-        if host is not None and host.hooks.has(H.STANZA_DELIVER) and host.hooks.fire_sync(
+        if host is not None and host.has_handlers(H.STANZA_DELIVER) and host.fire_sync(
                 H.STANZA_DELIVER, H.DeliverEvent(self, stanza)):
             return
         self.server.stats.c2s_out[stanza.name] += 1
