@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.words.xish.domish import Element
@@ -116,13 +116,13 @@ class AdHoc(Plugin):
         self.sessions: dict[str, CommandSession] = {}
         self.ended: OrderedDict[str, None] = OrderedDict()
         self.host.iq("set", NS, "command", self.execute)
-        disco = cast(Disco, self.host.plugin("disco"))
+        disco = self.host.require(Disco)
         disco.add_node("info", self.node_info)
         disco.add_node("items", self.node_items)
         self.host.on(H.SESSION_CLOSED, self.requester_gone)
 
     def teardown(self) -> None:
-        disco = cast(Disco, self.host.plugin("disco"))
+        disco = self.host.require(Disco)
         disco.remove_node("info", self.node_info)
         disco.remove_node("items", self.node_items)
         for session in list(self.sessions.values()):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import cast
 
 from twisted.words.xish.domish import Element
 
@@ -93,8 +92,8 @@ class Blocking(Plugin):
         self.host.share_session_flag(REQUESTED)
         self.passing: set[tuple[str, str]] = set()  # (user, target) presence let through
         self._ids = itertools.count(1)
-        self.roster = cast(Roster, self.host.plugin("roster"))
-        self.presence = cast(Presence, self.host.plugin("presence"))
+        self.roster = self.host.require(Roster)
+        self.presence = self.host.require(Presence)
         self.host.iq("get", NS, "blocklist", self.get, scope="account")
         self.host.iq("set", NS, "block", self.block, scope="account")
         self.host.iq("set", NS, "unblock", self.unblock, scope="account")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import cast
 
 from twisted.words.xish.domish import Element
 
@@ -75,7 +74,7 @@ class Caps(Plugin):
     Options = Options
 
     def setup(self) -> None:
-        self.disco = cast(Disco, self.host.plugin("disco"))
+        self.disco = self.host.require(Disco)
         self.disco.add_info_node(self.node_info)
         self.host.on(H.STREAM_FEATURES, self.stream_feature)
 

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from twisted.words.xish.domish import Element
 
+from plugins.disco import Disco
 from xmppd.config import CONTACT_KINDS
 from xmppd.forms import Form
 from xmppd.plugin import Plugin
@@ -34,13 +35,11 @@ class Contact(Plugin):
     depends = ("disco",)
 
     def setup(self) -> None:
-        disco = self.host.plugin("disco")
-        assert disco is not None
-        disco.add_extension(self.form)  # type: ignore[attr-defined]
-        self.disco = disco
+        self.disco = self.host.require(Disco)
+        self.disco.add_extension(self.form)
 
     def teardown(self) -> None:
-        self.disco.remove_extension(self.form)  # type: ignore[attr-defined]
+        self.disco.remove_extension(self.form)
 
     def addresses(self) -> dict[str, list[str]]:
         """kind -> URIs, as configured now (the admins' JIDs when nothing is)."""

@@ -14,7 +14,6 @@ start.
 from __future__ import annotations
 
 import datetime
-from typing import cast
 
 from twisted.words.xish.domish import Element
 
@@ -43,8 +42,8 @@ class Last(Plugin):
     depends = ("roster", "presence")
 
     def setup(self) -> None:
-        self.roster = cast(Roster, self.host.plugin("roster"))
-        self.presence = cast(Presence, self.host.plugin("presence"))
+        self.roster = self.host.require(Roster)
+        self.presence = self.host.require(Presence)
         self.host.iq("get", NS, "query", self.uptime)
         self.host.iq("get", NS, "query", self.last_activity, scope="account")
 

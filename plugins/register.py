@@ -258,9 +258,8 @@ class Register(Plugin):
     async def _cancel_subscriptions(self, user: JID) -> None:
         """§3.2: "SHOULD also cancel all existing presence subscriptions" (as RFC 6121 §2.5.2
         does for a removed roster item), with unavailable presence to those who saw us."""
-        roster = self.host.plugin("roster")
-        presence = self.host.plugin("presence")
-        if not isinstance(roster, Roster) or not isinstance(presence, Presence):
+        roster, presence = self.host.optional(Roster), self.host.optional(Presence)
+        if roster is None or presence is None:
             return
         cached = await roster.load(user)
         frm = user.bare_str

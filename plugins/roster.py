@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
@@ -24,7 +24,7 @@ from xmppd.plugin import Plugin
 from xmppd.usercache import UserCache
 
 if TYPE_CHECKING:
-    from plugins.presence import Presence
+    pass
 
 NS = "jabber:iq:roster"
 NS_VER = "urn:xmpp:features:rosterver"
@@ -222,7 +222,9 @@ class Roster(Plugin):
         if state.subscription in ("from", "both") or state.pending_in:
             await self.host.send(st.make("presence", attrs={
                 "type": "unsubscribed", "from": frm, "to": contact}))
-            presence = cast("Presence | None", self.host.plugin("presence"))
+            from plugins.presence import Presence  # it imports this module
+
+            presence = self.host.optional(Presence)
             if state.subscription in ("from", "both") and presence is not None:
                 await presence.send_unavailable_from_all(user.bare, JID.parse(contact))
         await self.set_pending(user, contact, None)

@@ -222,9 +222,11 @@ class WebClient(Plugin):
             settings["blacklisted_plugins"] = ["converse-omemo"]
         else:
             settings["omemo_default"] = self.options.omemo == "default"
-        muc = self.host.plugin("muc")
-        service = getattr(getattr(muc, "service", None), "domain", None)
-        if isinstance(service, str) and domain == self.host.domain:
+        from plugins.muc import Muc  # only when MUC is enabled
+
+        muc = self.host.optional(Muc)
+        service = muc.service.domain if muc is not None else None
+        if service is not None and domain == self.host.domain:
             settings["muc_domain"] = service  # users type a room's name, not its address
             # What a user types to find a room goes to this service, not to Converse.js's
             # default, a third-party directory (api@search.jabber.network) reached through

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from xmppd.sessions import Session
 
 E = TypeVar("E")
+P = TypeVar("P", bound="Plugin")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Host:
         self.extra_features: list[str] = []
         self._undo: dict[str, list[Callable[[], None]]] = {}
         self._loading: str | None = None
+        self._loading_class: type[Plugin] | None = None
         self.log = Logger(namespace=f"xmppd.host.{domain}")
 
     # -- what plugins use -----------------------------------------------------------------
@@ -311,7 +313,30 @@ class Host:
         """Answer ``stanza``'s sender with an error (never for errors or IQ results)."""
         await self._server.router.bounce(stanza, err)
 
+    def require(self, cls: type[P]) -> P:
+        """The loaded instance of plugin class ``cls``, typed as such. PluginError if it is not
+        loaded; while a plugin sets up, also if ``cls`` is not in its ``depends`` (which is
+        what guarantees it was loaded first), so a missing declaration fails every start,
+        not only those whose configuration happens not to enable the other plugin."""
+        key = plugin_key(cls)
+        loading = self._loading_class
+        if loading is not None and key not in {plugin_key(load_class(d)) for d in loading.depends}:
+            raise PluginError(f"plugin {plugin_key(loading)!r} requires {key!r}: add it to "
+                              f"{loading.__name__}.depends")
+        found = self.plugins.get(key)
+        if not isinstance(found, cls):
+            raise PluginError(f"plugin {key!r} ({cls.__module__}.{cls.__name__}) is not loaded")
+        return found
+
+    def optional(self, cls: type[P]) -> P | None:
+        """The loaded instance of plugin class ``cls``, or None when it is not enabled (for a
+        plugin that does more when another one is there)."""
+        found = self.plugins.get(plugin_key(cls))
+        return found if isinstance(found, cls) else None
+
     def plugin(self, name: str) -> Plugin | None:
+        """A plugin by its configured name, untyped (tests, introspection); plugins use
+        ``require`` or ``optional``."""
         return self.plugins.get(name)
 
     def is_local(self, domain: str) -> bool:
@@ -359,6 +384,11 @@ class Host:
     def unload_registrations(self, plugin: str) -> None:
         for undo in reversed(self._undo.pop(plugin, [])):
             undo()
+
+
+def plugin_key(cls: type[Plugin]) -> str:
+    """The name a plugin class is loaded under (``Plugin.name``, else its module's)."""
+    return cls.name or cls.__module__.rsplit(".", 1)[-1]
 
 
 def load_class(name: str) -> type[Plugin]:
@@ -412,16 +442,16 @@ def plugin_options(cfg: config_mod.ServerConfig, cls: type[Plugin], key: str) ->
 
 async def load_plugins(host: Host, names: list[str]) -> None:
     for cls in order(names):
-        key = cls.name or cls.__module__.rsplit(".", 1)[-1]
+        key = plugin_key(cls)
         options = plugin_options(host.config, cls, key)
         plugin = cls(host, options)
-        host._loading = key
+        host._loading, host._loading_class = key, cls
         try:
             result = plugin.setup()
             if inspect.isawaitable(result):
                 await result
         finally:
-            host._loading = None
+            host._loading, host._loading_class = None, None
         host.plugins[key] = plugin
 
 

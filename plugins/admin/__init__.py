@@ -20,8 +20,6 @@ accounts (xmppd/admin/messages.py says how).
 
 from __future__ import annotations
 
-from typing import cast
-
 from plugins.adhoc import AdHoc, CommandSession, Reply, command_error
 from plugins.admin.render import notes, request_form, result_payload, submitted
 from xmppd import forms, ops
@@ -87,7 +85,7 @@ class Admin(Plugin):
     depends = ("adhoc",)
 
     def setup(self) -> None:
-        self.adhoc = cast(AdHoc, self.host.plugin("adhoc"))
+        self.adhoc = self.host.require(AdHoc)
         for op in ops.operations():
             if op.node is not None:
                 self.adhoc.add_command(OpCommand(self, op), op.aliases)

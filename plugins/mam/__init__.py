@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 from twisted.internet.task import LoopingCall
 from twisted.words.xish.domish import Element
@@ -21,6 +21,7 @@ from twisted.words.xish.domish import Element
 from plugins.hints import has_body, hint, message_type
 from plugins.mam import query as mq
 from plugins.mam import retraction as rt
+from plugins.roster import Roster
 from storage.archive import ArchiveRow
 from xmppd import hooks as H
 from xmppd import stanza as st
@@ -31,9 +32,6 @@ from xmppd.plugin import Plugin
 from xmppd.timeutil import now_micros
 from xmppd.usercache import UserCache
 from xmppd.xmlparser import parse_fragment
-
-if TYPE_CHECKING:
-    from plugins.roster import Roster
 
 NS_SID = "urn:xmpp:sid:0"
 NS_PURGE = "urn:xmppd:mam:purge:0"  # delete-my-archive (no XEP defines one)
@@ -205,7 +203,7 @@ class Mam(Plugin):
         if peer in prefs.always or prefs.default == "always":
             return True
         if prefs.default == "roster":
-            roster = cast("Roster | None", self.host.plugin("roster"))
+            roster = self.host.optional(Roster)
             if roster is None:
                 return False
             return peer in (await roster.load(owner)).items

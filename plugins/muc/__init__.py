@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from plugins.disco import Disco
 from plugins.muc.service import MucService
 from xmppd import hooks as H
 from xmppd.config import ConfigError
@@ -74,9 +75,7 @@ class Muc(Plugin):
         except ValueError:
             raise ConfigError(f"plugins.muc.service: {domain} is already served (an explicit "
                               "service domain suits a single host)") from None
-        disco = self.host.plugin("disco")
-        if disco is not None:
-            disco.add_item(domain, opts.name)  # type: ignore[attr-defined]
+        self.host.require(Disco).add_item(domain, opts.name)
         self.host.on(H.SESSION_CLOSED, self.service.session_closed, priority=-10)
         self.host.on(H.REMOTE_SESSION_ENDED, self.service.session_closed)
         self.host.on(H.CLUSTER_CHANGED, self.service.reload_idle)

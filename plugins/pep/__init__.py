@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
@@ -64,13 +64,13 @@ class Pep(Plugin):
 
     def setup(self) -> None:
         self.stopping = False
-        self.roster = cast(Roster, self.host.plugin("roster"))
+        self.roster = self.host.require(Roster)
         self.service = Service(self)
         self.resolver = CapsResolver(self.host.request, self.options.disco_timeout,
                                      self.options.caps_cache_size)
         self.notifier = Notifier(self)
-        self.bookmarks = BookmarksBridge(self, cast(Private, self.host.plugin("private")))
-        self.avatars = AvatarBridge(self, cast(VCard, self.host.plugin("vcard")))
+        self.bookmarks = BookmarksBridge(self, self.host.require(Private))
+        self.avatars = AvatarBridge(self, self.host.require(VCard))
         iq, disco = PubsubIq(self), AccountDisco(self)
         self.host.iq("get", ns.PUBSUB, "pubsub", iq.get, scope="account")
         self.host.iq("set", ns.PUBSUB, "pubsub", iq.set, scope="account")

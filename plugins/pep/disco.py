@@ -17,7 +17,7 @@ which answers item-not-found, so hidden nodes look exactly like absent ones.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
@@ -72,7 +72,7 @@ class AccountDisco:
         return IqRequest(ev.stanza, query, ev.from_, to, ev.origin, self.host)
 
     def info(self, ev: H.StanzaEvent, query: Element) -> Element:
-        disco = cast(Disco, self.host.plugin("disco"))
+        disco = self.host.require(Disco)
         result = disco.account_info(self._request(ev, query))
         pep = st.make("identity", ns.DISCO_INFO, {"category": "pubsub", "type": "pep"})
         result.children.insert(1, pep)  # after account/registered, before the features
@@ -93,7 +93,7 @@ class AccountDisco:
                     ) -> Element | None:
         service = self.pep.service
         if node is None:
-            disco = cast(Disco, self.host.plugin("disco"))
+            disco = self.host.require(Disco)
             result = disco.account_items(self._request(ev, st.make("query", ns.DISCO_ITEMS)))
             for record in (await service.nodes(owner)).values():
                 if await service.allowed(owner, record.config, viewer):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from plugins.blocking import matches
+from plugins.blocking import Blocking, matches
 from plugins.pep import ns
 from plugins.pep.caps import Caps
 from plugins.pep.service import Item, NodeRecord, stamp
@@ -38,7 +38,6 @@ from xmppd import stanza as st
 from xmppd.jid import JID
 
 if TYPE_CHECKING:
-    from plugins.blocking import Blocking
     from plugins.pep import Pep
 
 
@@ -146,7 +145,7 @@ class Notifier:
 
     # -- recipients --------------------------------------------------------------------------
     async def _blocked(self, owner: JID) -> frozenset[str]:
-        blocking: Blocking | None = self.host.plugin("blocking")  # type: ignore[assignment]
+        blocking = self.host.optional(Blocking)
         return await blocking.blocklist(owner) if blocking is not None else frozenset()
 
     async def recipients(self, owner: JID, record: NodeRecord) -> list[tuple[JID, bool]]:

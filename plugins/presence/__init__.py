@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
 
 from twisted.words.xish.domish import Element
 
@@ -18,9 +17,6 @@ from xmppd.plugin import Plugin
 from xmppd.ratelimit import TokenBucket
 from xmppd.sessions import Session
 from xmppd.xmlparser import parse_fragment
-
-if TYPE_CHECKING:
-    from plugins.roster import Roster
 
 NS_PREAPPROVAL = "urn:xmpp:features:pre-approval"
 LAST_STORE = "presence"
@@ -41,7 +37,9 @@ class Presence(Plugin):
 
     def setup(self) -> None:
         self.host.share_session_flag("announced")
-        self.roster = cast("Roster", self.host.plugin("roster"))
+        from plugins.roster import Roster  # it imports plugins.presence.states
+
+        self.roster = self.host.require(Roster)
         self.subs = Subscriptions(self, self.roster)
         self._buckets: dict[str, TokenBucket] = {}
         self.host.on(H.PRESENCE_BROADCAST, self.broadcast)

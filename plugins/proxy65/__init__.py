@@ -19,6 +19,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import cast
 
+from plugins.disco import Disco
 from plugins.proxy65.service import ProxyService
 from plugins.proxy65.socks5 import Limits, Socks5Relay
 from xmppd.config import ConfigError
@@ -69,14 +70,11 @@ class Proxy65(Plugin):
                           domain=self.service_domain)
             return
         self.host.add_route(self.service_domain, ProxyService(self, self.service_domain))
-        disco = self.host.plugin("disco")
-        if disco is not None:
-            disco.add_item(self.service_domain, opts.name)  # type: ignore[attr-defined]
+        self.host.require(Disco).add_item(self.service_domain, opts.name)
 
     def teardown(self) -> None:
-        disco = self.host.plugin("disco")
-        if disco is not None and self.offered:
-            disco.remove_item(self.service_domain)  # type: ignore[attr-defined]
+        if self.offered:
+            self.host.require(Disco).remove_item(self.service_domain)
 
     def authorise(self, requester: JID) -> None:
         """Raise forbidden unless ``requester`` may use the proxy (module docstring)."""

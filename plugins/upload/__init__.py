@@ -27,6 +27,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 
+from plugins.disco import Disco
 from plugins.upload.files import FileStore, load_secret
 from plugins.upload.http import UploadResource
 from plugins.upload.service import UploadService
@@ -86,9 +87,7 @@ class Upload(Plugin):
         self.service = UploadService(self, self.service_domain)
         self.host.add_route(self.service_domain, self.service)
         self.host.mount(self.service_domain, UploadResource(self))
-        disco = self.host.plugin("disco")
-        if disco is not None:
-            disco.add_item(self.service_domain, self.opts.name)  # type: ignore[attr-defined]
+        self.host.require(Disco).add_item(self.service_domain, self.opts.name)
         self.host.on(H.ACCOUNT_DELETED, self.account_deleted)
         self.loop = LoopingCall(self._sweep)
         self.loop.clock = self.host.clock
@@ -97,9 +96,8 @@ class Upload(Plugin):
     def teardown(self) -> None:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
-        disco = self.host.plugin("disco")
-        items = getattr(disco, "items", None)
-        if isinstance(items, list) and (self.service_domain, self.opts.name) in items:
+        items = self.host.require(Disco).items
+        if (self.service_domain, self.opts.name) in items:
             items.remove((self.service_domain, self.opts.name))
 
     @property
