@@ -16,7 +16,6 @@ elements (``not-acceptable`` beyond).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from twisted.words.xish.domish import Element
@@ -24,6 +23,7 @@ from twisted.words.xish.domish import Element
 from storage.private import KEY, STORE
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
+from xmppd.hooks import Hook
 from xmppd.iq import IqRequest
 from xmppd.jid import JID
 from xmppd.plugin import Plugin
@@ -56,7 +56,20 @@ def _check(children: list[Element]) -> None:
             raise StanzaError("not-acceptable", text="namespace and name too long")
 
 
-PrivateListener = Callable[[JID, Element], Awaitable[None]]
+@dataclass(slots=True)
+class PrivateEvent:
+    user: JID
+    element: Element
+
+
+# For other plugins (XEP-0411 keeps PEP bookmarks and storage:bookmarks in step).
+PRIVATE_STORED: Hook[PrivateEvent] = Hook(
+    "private-stored",
+    "A client of `user` stored `element` in its private XML storage (XEP-0049), once per "
+    "element of the request, after they were all committed; not fired for Private.store(), "
+    "so that a plugin mirroring data here never hears its echo. Return False. A failing "
+    "handler (StanzaError included) is logged: the client's request has succeeded.",
+)
 
 
 class Private(Plugin):
@@ -65,22 +78,13 @@ class Private(Plugin):
     features = (NS,)
     Options = Options
     live_options = True  # read when used: a reload may change them
+    hooks = (PRIVATE_STORED,)
 
     def setup(self) -> None:
-        self.listeners: list[PrivateListener] = []
         self.host.iq("get", NS, "query", self.get, scope="account")
         self.host.iq("set", NS, "query", self.set, scope="account")
 
-    # -- for other plugins (XEP-0411 keeps PEP bookmarks and storage:bookmarks in step) ------
-    def add_listener(self, listener: PrivateListener) -> None:
-        """``listener(user, element)`` runs after a client of ``user`` stored ``element``
-        (not after ``store``, so that a plugin mirroring data here never hears its echo)."""
-        self.listeners.append(listener)
-
-    def remove_listener(self, listener: PrivateListener) -> None:
-        if listener in self.listeners:
-            self.listeners.remove(listener)
-
+    # -- for other plugins ---------------------------------------------------------------------
     async def load(self, user: JID, name: str, ns: str) -> Element | None:
         """The stored element, or None."""
         xml = await self.host.storage.kv.get(user.domain, user.local, STORE, f"{{{ns}}}{name}")
@@ -130,10 +134,8 @@ class Private(Plugin):
         for key, xml in values.items():
             await self.host.storage.kv.set(user.domain, user.local, STORE, key, xml)
         for el in children:
-            for listener in list(self.listeners):
-                try:
-                    await listener(user, el)
-                except Exception:
-                    self.log.failure("private XML listener {listener!r} failed",
-                                     listener=listener)
+            try:
+                await self.host.fire(PRIVATE_STORED, PrivateEvent(user, el))
+            except StanzaError:  # stored already: a failing mirror must not make it an error
+                self.log.failure("a private-stored handler failed")
         return None

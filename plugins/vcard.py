@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from twisted.words.xish.domish import Element
@@ -28,6 +27,7 @@ from storage.directory import DirectoryEntry
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
+from xmppd.hooks import Hook
 from xmppd.iq import IqRequest
 from xmppd.jid import JID
 from xmppd.plugin import Plugin
@@ -87,6 +87,21 @@ def update_element(photo: str) -> Element:
     return x
 
 
+@dataclass(slots=True)
+class VCardEvent:
+    user: JID
+    vcard: Element
+
+
+# For XEP-0398 (plugins/pep mirrors avatars between PEP and the vCard).
+VCARD_STORED: Hook[VCardEvent] = Hook(
+    "vcard-stored",
+    "A user set their vCard (XEP-0054 §3.2) and it has been stored; not fired for "
+    "VCard.set_photo(), so that a plugin mirroring a photo here never hears its echo. Return "
+    "False. A failing handler (StanzaError included) is logged: the set has succeeded.",
+)
+
+
 class VCard(Plugin):
     name = "vcard"
     specs = ("XEP-0054 1.2 (vcard-temp; feeds the user directory)",
@@ -95,10 +110,10 @@ class VCard(Plugin):
     account_features = (NS,)  # XEP-0054 §4: the server answers for its accounts
     Options = Options
     live_options = True  # read when used: a reload may change them
+    hooks = (VCARD_STORED,)
 
     def setup(self) -> None:
         self.photos: dict[str, str | None] = {}  # bare JID -> photo hash, users with sessions
-        self.listeners: list[Callable[[JID, Element], Awaitable[None]]] = []
         self.host.iq("get", NS, "vCard", self.get, scope="account")
         self.host.iq("set", NS, "vCard", self.set, scope="account")
         # Before the presence plugin (priority 0) broadcasts the stanza.
@@ -129,11 +144,10 @@ class VCard(Plugin):
             raise StanzaError("not-acceptable",
                               text=f"vCard larger than {self.options.max_size} bytes")
         await self._store(user, vcard, xml)
-        for listener in list(self.listeners):
-            try:  # the vCard is stored: a failing mirror must not turn that into an error
-                await listener(user, vcard)
-            except Exception:
-                self.log.failure("vCard listener {listener!r} failed", listener=listener)
+        try:
+            await self.host.fire(VCARD_STORED, VCardEvent(user, vcard))
+        except StanzaError:  # the vCard is stored: a failing mirror must not make it an error
+            self.log.failure("a vcard-stored handler failed")
         return None
 
     async def _store(self, user: JID, vcard: Element, xml: str) -> None:
@@ -147,17 +161,9 @@ class VCard(Plugin):
             self.photos[key] = photo
 
     # -- for XEP-0398 (plugins/pep mirrors avatars between PEP and the vCard) -----------------
-    def add_listener(self, listener: Callable[[JID, Element], Awaitable[None]]) -> None:
-        """``listener(user, vcard)`` runs after each vCard a user sets has been stored."""
-        self.listeners.append(listener)
-
-    def remove_listener(self, listener: Callable[[JID, Element], Awaitable[None]]) -> None:
-        if listener in self.listeners:
-            self.listeners.remove(listener)
-
     async def set_photo(self, user: JID, mime: str | None, binval: str | None) -> bool:
         """Replace the PHOTO of the user's stored vCard (None: remove it) on the server's
-        behalf, hash and presence stamps included; listeners are not called. False (nothing
+        behalf, hash and presence stamps included; VCARD_STORED does not fire. False (nothing
         stored) if the vCard would exceed max_size."""
         stored = await self.host.storage.vcard.get(user.domain, user.local)
         vcard = parse_fragment(stored.xml) if stored is not None else st.make("vCard", NS)

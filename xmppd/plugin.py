@@ -18,7 +18,7 @@ from twisted.words.xish.domish import Element
 
 from xmppd import config as config_mod
 from xmppd.errors import StanzaError, StreamError
-from xmppd.hooks import BaseHook, Handler, Hook, HookBus, SyncHandler, SyncHook
+from xmppd.hooks import CATALOGUE, BaseHook, Handler, Hook, HookBus, SyncHandler, SyncHook
 from xmppd.iq import IqHandler, IqRegistry, Scope
 from xmppd.jid import JID
 from xmppd.logs import Logger
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from xmppd.sessions import Session
 
 E = TypeVar("E")
+_CORE_HOOKS = frozenset(CATALOGUE)
 P = TypeVar("P", bound="Plugin")
 
 
@@ -55,6 +56,9 @@ class Plugin:
     account_features: ClassVar[tuple[str, ...]] = ()  # disco#info features of bare JIDs
     identities: ClassVar[tuple[tuple[str, str, str], ...]] = ()  # (category, type, name)
     depends: ClassVar[tuple[str, ...]] = ()
+    # Hooks this plugin declares and fires (Host.fire); others handle them with Host.on
+    # once it is loaded, i.e. with it in their depends. The core's are in xmppd/hooks.py.
+    hooks: ClassVar[tuple[BaseHook[Any], ...]] = ()
     Options: ClassVar[type] = NoOptions
     # True: options are read only when used, so a configuration reload may swap them.
     live_options: ClassVar[bool] = False
@@ -137,9 +141,18 @@ class Host:
 
     def on(self, hook: BaseHook[E], handler: Handler[E], priority: int = 0) -> None:
         """Handle ``hook``; higher priorities run first. A SyncHook takes plain functions
-        only (no coroutines)."""
+        only (no coroutines). A plugin's hook can be handled once that plugin is loaded
+        (PluginError otherwise: the handler would never run)."""
+        if hook not in _CORE_HOOKS and not self._declared(hook):
+            raise PluginError(f"hook {hook.name!r} is neither the core's nor declared by a "
+                              "loaded plugin: add the plugin declaring it to depends")
         reg = self._hooks.add(hook, handler, priority)  # type: ignore[call-overload]
         self._track(reg.remove)
+
+    def _declared(self, hook: BaseHook[Any]) -> bool:
+        loading = self._loading_class
+        return (loading is not None and hook in loading.hooks) or any(
+            hook in p.hooks for p in self.plugins.values())
 
     async def fire(self, hook: Hook[E], event: E) -> bool:
         """Run ``hook``'s handlers in priority order: True once one consumed the event.

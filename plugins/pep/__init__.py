@@ -33,7 +33,7 @@ from plugins.pep.caps import CapsResolver
 from plugins.pep.disco import AccountDisco
 from plugins.pep.iq import PubsubIq
 from plugins.pep.notify import Notifier
-from plugins.pep.service import Service
+from plugins.pep.service import NODE_CHANGED, Service
 from plugins.private import Private
 from plugins.roster import Roster
 from plugins.vcard import VCard
@@ -60,6 +60,7 @@ class Pep(Plugin):
         ns.PUBSUB, *(f"{ns.PUBSUB}#{f}" for f in ns.FEATURES), ns.VCARD_CONVERSION,
         f"{ns.BOOKMARKS}#compat", f"{ns.BOOKMARKS}#compat-pep", ns.BOOKMARKS_CONVERSION)
     depends = ("disco", "roster", "vcard", "private")
+    hooks = (NODE_CHANGED,)
     Options = Options
 
     def setup(self) -> None:
@@ -87,8 +88,6 @@ class Pep(Plugin):
 
     def teardown(self) -> None:
         self.stopping = True
-        self.bookmarks.teardown()
-        self.avatars.teardown()
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run work that must not hold up the stanza that caused it: a caps query waits for

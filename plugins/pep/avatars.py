@@ -25,18 +25,15 @@ import binascii
 import hashlib
 from typing import TYPE_CHECKING
 
-from twisted.words.xish.domish import Element
-
 from plugins.pep import ns
-from plugins.pep.service import Change
+from plugins.pep.service import NODE_CHANGED, Change
+from plugins.vcard import VCARD_STORED, VCard, VCardEvent
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
-from xmppd.jid import JID
 from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from plugins.pep import Pep
-    from plugins.vcard import VCard
 
 SOURCE = "avatars"
 VCARD = "vcard-temp"
@@ -67,15 +64,13 @@ class AvatarBridge:
         self.vcard = vcard
 
     def setup(self) -> None:
-        self.pep.service.listen(ns.AVATAR_METADATA, self.metadata_changed)
-        self.vcard.add_listener(self.vcard_set)
-
-    def teardown(self) -> None:
-        self.vcard.remove_listener(self.vcard_set)
+        self.pep.host.on(NODE_CHANGED, self.metadata_changed)
+        self.pep.host.on(VCARD_STORED, self.vcard_set)
 
     # -- PEP to vCard (§3.1) -------------------------------------------------------------------
     async def metadata_changed(self, change: Change) -> None:
-        if change.source == SOURCE or change.kind != "publish" or change.item is None:
+        if change.node != ns.AVATAR_METADATA or change.source == SOURCE or (
+                change.kind != "publish" or change.item is None):
             return
         meta = change.item.payload
         if meta is None or meta.name != "metadata" or meta.uri != ns.AVATAR_METADATA:
@@ -109,7 +104,8 @@ class AvatarBridge:
             log.info("avatar of {user} too large for the vCard", user=owner.bare_str)
 
     # -- vCard to PEP (§3.2) -------------------------------------------------------------------
-    async def vcard_set(self, user: JID, vcard: Element) -> None:
+    async def vcard_set(self, ev: VCardEvent) -> None:
+        user, vcard = ev.user, ev.vcard
         photo = st.child(vcard, "PHOTO", VCARD)
         binval = st.child(photo, "BINVAL", VCARD) if photo is not None else None
         raw = decode(st.text(binval)) if binval is not None else None

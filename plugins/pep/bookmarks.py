@@ -33,7 +33,8 @@ from twisted.internet.defer import DeferredLock
 from twisted.words.xish.domish import Element
 
 from plugins.pep import ns
-from plugins.pep.service import Change
+from plugins.pep.service import NODE_CHANGED, Change
+from plugins.private import PRIVATE_STORED, Private, PrivateEvent
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
@@ -42,7 +43,6 @@ from xmppd.logs import Logger
 
 if TYPE_CHECKING:
     from plugins.pep import Pep
-    from plugins.private import Private
 
 SOURCE = "bookmarks"
 NODES = (ns.BOOKMARKS, ns.LEGACY_BOOKMARKS)
@@ -118,12 +118,8 @@ class BookmarksBridge:
         self.checked: set[str] = set()  # users whose old private bookmarks were looked at
 
     def setup(self) -> None:
-        self.pep.service.listen(ns.BOOKMARKS, self.items_changed)
-        self.pep.service.listen(ns.LEGACY_BOOKMARKS, self.legacy_changed)
-        self.private.add_listener(self.private_set)
-
-    def teardown(self) -> None:
-        self.private.remove_listener(self.private_set)
+        self.pep.host.on(NODE_CHANGED, self.node_changed)
+        self.pep.host.on(PRIVATE_STORED, self.private_set)
 
     def _lock(self, user: JID) -> DeferredLock:
         return self.locks.setdefault(user.bare_str, DeferredLock())
@@ -152,13 +148,20 @@ class BookmarksBridge:
             async with self._lock(user):
                 await self._from_legacy(user, stored, legacy_pep=True)
 
-    # -- listeners -------------------------------------------------------------------------------
-    async def private_set(self, user: JID, el: Element) -> None:
+    # -- hook handlers ---------------------------------------------------------------------------
+    async def private_set(self, ev: PrivateEvent) -> None:
+        user, el = ev.user, ev.element
         if el.name != "storage" or el.uri != ns.LEGACY_BOOKMARKS:
             return
         self.checked.add(user.bare_str)
         async with self._lock(user):
             await self._from_legacy(user, el, legacy_pep=True)
+
+    async def node_changed(self, change: Change) -> None:
+        if change.node == ns.BOOKMARKS:
+            await self.items_changed(change)
+        elif change.node == ns.LEGACY_BOOKMARKS:
+            await self.legacy_changed(change)
 
     async def legacy_changed(self, change: Change) -> None:
         item = change.item

@@ -2,7 +2,7 @@
 
 Operations are methods taking the owner's bare JID; the IQ layer (plugins/pep/iq.py) checks
 who asks and parses requests, the notifier (notify.py) delivers events, and bridges
-(avatars.py, bookmarks.py) listen to changes of the nodes they mirror.
+(avatars.py, bookmarks.py) handle NODE_CHANGED for the nodes they mirror.
 
 Node configurations of accounts with sessions are cached (every publish and notification
 needs them); other accounts are read from storage on each request, like rosters.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from plugins.pep.ns import error
 from storage.pubsub import ITEM, NODE, StoredItem
 from xmppd import stanza as st
 from xmppd.errors import StanzaError
+from xmppd.hooks import Hook
 from xmppd.jid import JID
 from xmppd.usercache import UserCache
 from xmppd.xmlparser import parse_fragment
@@ -72,7 +72,13 @@ class Change:
     ids: tuple[str, ...] = field(default=())
 
 
-Listener = Callable[[Change], Awaitable[None]]
+NODE_CHANGED: Hook[Change] = Hook(
+    "pep-node-changed",
+    "An account's PEP node changed (XEP-0163): an item was published or retracted, the node "
+    "purged or deleted; fired after the change is stored, before the request is answered. "
+    "Bridges keeping another store in step (avatars, bookmarks) filter on `node` and skip "
+    "changes whose `source` is their own. Return False.",
+)
 
 
 def stamp(micros: int) -> str:
@@ -96,14 +102,9 @@ class Service:
         self.store = pep.host.storage.pubsub
         self.cache: UserCache[dict[str, NodeRecord]] = pep.host.user_cache("pep-nodes")
         self.transient: dict[tuple[str, str], Item] = {}
-        self.listeners: dict[str, list[Listener]] = {}
-
-    def listen(self, node: str, listener: Listener) -> None:
-        self.listeners.setdefault(node, []).append(listener)
 
     async def _changed(self, change: Change) -> None:
-        for listener in self.listeners.get(change.node, ()):
-            await listener(change)
+        await self.host.fire(NODE_CHANGED, change)
 
     # -- nodes ------------------------------------------------------------------------------
     async def nodes(self, owner: JID) -> dict[str, NodeRecord]:

@@ -52,30 +52,40 @@ def test_directory_fields() -> None:
         "j", email="jcapulet@shakespeare.lit")
 
 
-def test_listeners_and_set_photo_in_process() -> None:
-    from plugins.private import Private
-    from plugins.vcard import VCard
+def test_hooks_and_set_photo_in_process() -> None:
+    from plugins.private import PRIVATE_STORED, Private, PrivateEvent
+    from plugins.vcard import VCARD_STORED, VCard, VCardEvent
     from tests.support.inproc import FakeSession, add_user, make_server, resolve
     from xmppd import stanza as st
+    from xmppd.errors import StanzaError
     from xmppd.jid import JID
 
     server = make_server(["roster", "presence", "vcard", "private"])
     add_user(server, "juliet@localhost")
     user = JID.parse("juliet@localhost")
     host = server.hosts["localhost"]
-    vcard, private = host.plugin("vcard"), host.plugin("private")
-    assert isinstance(vcard, VCard) and isinstance(private, Private)
+    vcard, private = host.require(VCard), host.require(Private)
     heard: list[tuple[str, str]] = []
 
-    async def listener(who: JID, el: st.Element) -> None:
-        heard.append((str(who), el.name))
+    async def heard_vcard(ev: VCardEvent) -> None:
+        heard.append((str(ev.user), ev.vcard.name))
 
-    async def broken(who: JID, el: st.Element) -> None:
+    async def heard_private(ev: PrivateEvent) -> None:
+        heard.append((str(ev.user), ev.element.name))
+
+    async def broken(ev: object) -> None:
         raise RuntimeError("a mirror that fails")
 
-    for p in (vcard, private):
-        p.add_listener(broken)
-        p.add_listener(listener)
+    async def refusing(ev: object) -> None:
+        raise StanzaError("not-acceptable", text="a mirror that refuses")
+
+    # A mirror that fails is logged, one that refuses too: the set has succeeded either way.
+    host.on(VCARD_STORED, broken, priority=2)
+    host.on(VCARD_STORED, heard_vcard, priority=1)
+    host.on(VCARD_STORED, refusing)
+    host.on(PRIVATE_STORED, broken, priority=2)
+    host.on(PRIVATE_STORED, heard_private, priority=1)
+    host.on(PRIVATE_STORED, refusing)
     session = FakeSession(server, "juliet@localhost/r", priority=None)
     for payload in ("<vCard xmlns='vcard-temp'><FN>J</FN></vCard>",
                     "<query xmlns='jabber:iq:private'><prefs xmlns='urn:example:p'/></query>"):
@@ -102,5 +112,3 @@ def test_listeners_and_set_photo_in_process() -> None:
     assert loaded is not None and loaded.uri == "storage:bookmarks"  # type: ignore[attr-defined]
     assert resolve(load("nothing", "urn:none")) == (None,)
     assert len(heard) == 2
-    for p in (vcard, private):
-        p.remove_listener(listener)
