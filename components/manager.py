@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 
 from components.stream import ComponentFactory, ComponentStream
+from plugins.disco import Disco
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.config import ConfigError, ListenerConfig
@@ -116,7 +117,7 @@ class ComponentManager:
             return
         link.stream = None
         for host in self._parents(stream.host):
-            disco: Any = host.plugin("disco")
+            disco = host.optional(Disco)
             if disco is not None:
                 disco.remove_item(stream.host)
         log.info("component {domain} disconnected", domain=stream.host)
@@ -126,7 +127,7 @@ class ComponentManager:
         return [h for d, h in self.server.hosts.items() if domain.endswith("." + d)]
 
     def _list(self, host: Host, domain: str, name: str) -> None:
-        disco: Any = host.plugin("disco")
+        disco = host.optional(Disco)
         if disco is not None:
             disco.remove_item(domain)
             disco.add_item(domain, name)
