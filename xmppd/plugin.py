@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
@@ -154,10 +154,12 @@ class Host:
         return (loading is not None and hook in loading.hooks) or any(
             hook in p.hooks for p in self.plugins.values())
 
-    async def fire(self, hook: Hook[E], event: E) -> bool:
-        """Run ``hook``'s handlers in priority order: True once one consumed the event.
-        A StanzaError propagates; any other exception is logged and the next one runs."""
-        return await self._hooks.fire(hook, event)
+    def fire(self, hook: Hook[E], event: E) -> Coroutine[Any, Any, bool]:
+        """Run ``hook``'s handlers in priority order (await it): True once one consumed the
+        event. A StanzaError propagates; any other exception is logged and the next one
+        runs. (The bus's coroutine itself, not one wrapping it: this is on every stanza's
+        path.)"""
+        return self._hooks.fire(hook, event)
 
     def fire_sync(self, hook: SyncHook[E], event: E) -> bool:
         """``fire`` for a SyncHook, on a path that must not wait."""
