@@ -4,7 +4,7 @@ last item for resources that come online; the error tables of XEP-0060 §6-§8."
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -43,7 +43,7 @@ class World:
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.srv: XmppServer = make_server(PLUGINS, options=options)
         self.host = self.srv.hosts["localhost"]
-        self.pep = cast(Pep, self.host.plugin("pep"))
+        self.pep = self.host.require(Pep)
         self.asked = 0  # caps disco#info queries answered
 
     def user(self, name: str) -> str:
@@ -53,7 +53,7 @@ class World:
 
     def friends(self, a: str, b: str, sub_ab: str = "both", sub_ba: str = "both") -> None:
         """a's roster has b with ``sub_ab``, b's has a with ``sub_ba``."""
-        roster = cast(Roster, self.host.plugin("roster"))
+        roster = self.host.require(Roster)
         resolve(roster.put(JID.parse(a), RosterItem(b, sub_ab, groups=("Friends",)), False))
         resolve(roster.put(JID.parse(b), RosterItem(a, sub_ba), False))
 
