@@ -93,6 +93,10 @@ def test_sync_hook_runs_plain_handlers_in_order() -> None:
 
 
 def test_catalogue_is_documented_and_unique() -> None:
+    from xmppd import hooks
+
+    # Host.on accepts the catalogue's hooks (and those plugins declare): every one is in it.
+    assert {v for v in vars(hooks).values() if isinstance(v, hooks.BaseHook)} == set(CATALOGUE)
     names = [h.name for h in CATALOGUE]
     assert len(names) == len(set(names))
     assert all(len(h.doc) > 20 for h in CATALOGUE)
