@@ -1,6 +1,6 @@
 """XEP-0198 resumption on whichever cluster node the client reaches (issue 19 item 2,
-cluster/handover.py): two nodes on PostgreSQL and Redis, a stream-managed raw client whose
-session lives on one node and resumes on the other.
+cluster/handover.py): two nodes on PostgreSQL (then MariaDB) and Redis, a stream-managed raw
+client whose session lives on one node and resumes on the other.
 
 Each test counts the messages the server accepted for the user and asserts that none was
 lost and none came twice; the state a resumed session keeps (issue 15 A2, checked on one
@@ -45,14 +45,17 @@ pytestmark = pytest.mark.integration
 SMACKS = {"resume_timeout": 60.0, "ack_delay": 0.2}
 
 
-@pytest.fixture(scope="module")
-def nodes(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["postgres", "mysql"])
+def nodes(request: pytest.FixtureRequest, ca: CertAuthority,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two nodes on PostgreSQL, then on MariaDB (offline storage takes what a dead node's
+    sessions had not got acknowledged)."""
     import redis
 
     redis_url = backends.require("redis")
-    tmp = tmp_path_factory.mktemp("anywhere")
+    tmp = tmp_path_factory.mktemp(f"anywhere-{request.param}")
     prefix = f"xmppd-test-{secrets.token_hex(4)}"
-    with backends.database("postgres", tmp) as url:
+    with backends.database(request.param, tmp) as url:
         procs = []
         for name in ("n1", "n2"):
             node = _node(tmp / name, url, ca, redis_url, prefix, name)
