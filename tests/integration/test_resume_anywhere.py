@@ -10,10 +10,13 @@ node by test_resume_state.py) is checked after the move.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import signal
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -320,5 +323,129 @@ def test_a_node_killed_with_a_hibernating_session_loses_no_message(nodes: Cluste
         finally:
             r.close()
             n1.start()
+
+    run(body(), timeout=60)
+
+
+# -- through the real HAProxy (contrib/haproxy/haproxy.cfg) -----------------------------------
+@pytest.fixture(scope="module")
+def behind_lb(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[Cluster, Any]]:
+    """Two cluster nodes (PostgreSQL + Redis) whose listeners take the PROXY protocol from
+    HAProxy, and HAProxy in front (as tests/integration/test_haproxy.py runs it)."""
+    import redis
+
+    from tests.integration import test_haproxy as ha
+
+    ha._require()
+    redis_url = backends.require("redis")
+    tmp = tmp_path_factory.mktemp("anywhere-lb")
+    prefix = f"xmppd-test-{secrets.token_hex(4)}"
+    with backends.database("postgres", tmp) as url:
+        procs: dict[str, ServerProcess] = {}
+        for name in ("node1", "node2"):
+            node = _node(tmp / name, url, ca, redis_url, prefix, name)
+            node.extra.update(ha.NODE_CONFIG)
+            node.extra["plugins"] = {**ha.NODE_CONFIG["plugins"], "smacks": SMACKS}
+            node._write_config()
+            procs[name] = node.start()
+        proxy = None
+        try:
+            (tmp / "haproxy").mkdir()
+            proxy = ha.HAProxy(tmp / "haproxy", procs)
+            checked = proxy
+            checked.wait("checking every node", lambda: all(
+                row["check_status"] == "L7OK" for n in procs for row in checked.servers(n)))
+            yield Cluster(list(procs.values()), redis_url, prefix), proxy
+        finally:
+            if proxy is not None:
+                proxy.stop()
+            codes = [n.stop() for n in procs.values()]
+            r = redis.Redis.from_url(redis_url)
+            keys = list(r.scan_iter(f"{prefix}:*"))
+            if keys:
+                r.delete(*keys)
+            r.close()
+            for n, code in zip(procs.values(), codes, strict=True):
+                assert not n.tracebacks(), "node logged errors"
+                assert code == 0, f"node exited with {code}:\n{n.log()[-3000:]}"
+
+
+def _admin(proxy: Any, command: str) -> str:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(proxy.admin))
+        sock.sendall(command.encode() + b"\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.decode()
+
+
+def test_resume_through_haproxy_lands_on_the_other_node(
+        behind_lb: tuple[Cluster, Any]) -> None:
+    """The deployment the issue describes: the client's connection dies, its node is taken
+    out of HAProxy's rotation (maintenance), the client reconnects through HAProxy, lands
+    on the other node and resumes there; what it had not handled comes again, once."""
+    from tests.integration.test_haproxy import CLIENT
+
+    cluster, proxy = behind_lb
+    a, c, w = cluster.new_user("lb"), cluster.new_user("lbc"), cluster.new_user("lbw")
+    port = proxy.port("c2s")
+
+    async def through_lb(jid: str, resource: str) -> RawStream:
+        raw = await RawStream.open(port, source=CLIENT)
+        await raw.login(str(cluster.n1.ca.ca_file), jid.split("@")[0],
+                        cluster.n1.passwords[jid], resource=resource)
+        return raw
+
+    def node_of(full: str) -> str:
+        return str(json.loads(cluster.registry()[full])["node"])
+
+    async def body() -> None:
+        ra = await through_lb(a, "r")
+        enabled = await ra.enable_sm(resume=True)
+        previd = enabled.get("id")
+        await announce(ra)
+        owner = node_of(a + "/r")
+        rc = await through_lb(c, "x")
+        # a witness on the owning node: its ping is a barrier for what that node handles
+        rw = await through_lb(w, "x")
+        while node_of(w + "/x") != owner:
+            rw.close()
+            rw = await through_lb(w, "x")
+        for i in range(3):
+            await rc.send(f"<message to='{a}/r' type='chat'><body>m{i}</body></message>")
+        got: list[str] = []
+        h_after: list[int] = []
+        while len(got) < 3:
+            got += bodies([await ra.read()], "m")
+            h_after += [ra.h] * (len(got) - len(h_after))
+        handled = h_after[1]  # m2 not handled by the client
+        got = got[:2]
+        ra.kill()
+        await ping(rw)
+        await rc.send(f"<message to='{a}/r' type='chat'><body>m3</body></message>")
+        await ping(rc)
+        for backend in ("xmpp_c2s", "xmpp_c2s_tls"):
+            _admin(proxy, f"set server {backend}/{owner} state maint")
+        try:
+            rb = await RawStream.open(port, source=CLIENT)
+            await rb.authenticate(str(cluster.n1.ca.ca_file), a.split("@")[0],
+                                  cluster.n1.passwords[a])
+            await rb.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{handled}'/>")
+            resumed = await rb.read()
+            assert resumed.tag == q(NS_SM, "resumed"), ET.tostring(resumed)
+            while len(got) < 4:
+                got += bodies([await rb.read()], "m")
+            got += bodies(await ping(rb), "m")
+            assert got == ["m0", "m1", "m2", "m3"], got
+            assert node_of(a + "/r") != owner
+            assert await rb.eof()
+        finally:
+            for backend in ("xmpp_c2s", "xmpp_c2s_tls"):
+                _admin(proxy, f"set server {backend}/{owner} state ready")
+        rc.close()
+        rw.close()
 
     run(body(), timeout=60)
