@@ -64,9 +64,9 @@ Rescuer = Callable[[str, list[str]], Awaitable[None]]
 
 _SCRIPT_CLAIM = """
 local v = redis.call('GET', KEYS[1])
-if not v or string.sub(v, 1, 7) == 'moving:' then return false end
+if v and string.sub(v, 1, 7) == 'moving:' then return false end
 redis.call('SET', KEYS[1], 'moving:' .. ARGV[1], 'EX', ARGV[2])
-return v
+return v or ''
 """
 _SCRIPT_RELEASE = """
 if redis.call('GET', KEYS[1]) == 'moving:' .. ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
@@ -229,13 +229,14 @@ class Handover:
         return rescued
 
     async def claim(self, rid: str) -> str | None:
-        """The node that held ``rid`` if this node now has the only claim on it, else None
-        (unknown, ended, or another <resume/> got there first)."""
+        """Claim ``rid`` for this node: None if another <resume/> has the claim; else the
+        node that held it, or "" if Redis does not know (ended, never written, or Redis
+        lost its data - then only a node that holds the session itself can resume it)."""
         if self.cluster.left:
-            return None
+            return ""
         ttl = str(int(self.timeout * 2) + 1)  # a claimant that dies frees it again
         owner = await self.cluster.redis.eval(_SCRIPT_CLAIM, [self.key(rid)], [self.node, ttl])
-        return owner if isinstance(owner, str) and owner else None
+        return owner if isinstance(owner, str) else None
 
     def release(self, rid: str, owner: str) -> None:
         """A claim that got nothing: the session (if still there) is ``owner``'s again."""

@@ -271,7 +271,11 @@ class StreamManagement(Plugin):
             # Cluster: the session may be on another node, and a <resume/> on another node
             # may race this one; the claim decides (cluster/handover.py step 2).
             owner = await handover.claim(rid)
-            if owner is None:
+            if owner == "" and rid in self.resumable:
+                owner = handover.node  # Redis forgot it; it is here all the same
+            if not owner:
+                if owner == "":
+                    handover.drop(rid)  # the claim made for nothing
                 self._failed(session, "item-not-found")
                 return
             if owner != handover.node or rid not in self.resumable:

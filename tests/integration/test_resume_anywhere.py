@@ -267,6 +267,39 @@ def test_two_concurrent_resumes_one_wins(nodes: Cluster) -> None:
     run(body(), timeout=60)
 
 
+def test_a_session_redis_forgot_still_resumes_on_its_own_node(nodes: Cluster) -> None:
+    """Redis lost the directory entry (a restart without persistence): the node that holds
+    the session still resumes it; another node answers <failed><item-not-found/>."""
+    import redis
+
+    n1, n2 = nodes.n1, nodes.n2
+    a = nodes.new_user("forgot")
+
+    async def body() -> None:
+        ra = await sm_login(n1, a)
+        previd = ra.previd  # type: ignore[attr-defined]
+        await announce(ra)
+        ra.kill()
+        witness = await connect(n1, nodes.new_user("w") + "/x")
+        await noticed(witness)
+        r = redis.Redis.from_url(nodes.redis_url)
+        r.delete(f"{nodes.prefix}:sm:{previd}")
+        elsewhere = await resume_on(n2, a, previd, ra.h)
+        failed = await elsewhere.read()
+        assert failed.tag == q(NS_SM, "failed"), ET.tostring(failed)
+        assert failed.find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
+        rb = await resume_on(n1, a, previd, ra.h)
+        resumed = await rb.read()
+        assert resumed.tag == q(NS_SM, "resumed"), ET.tostring(resumed)
+        await wait_for(lambda: r.get(f"{nodes.prefix}:sm:{previd}") == b"n1")  # again
+        r.close()
+        elsewhere.close()
+        assert await rb.eof()
+        await witness.close()
+
+    run(body(), timeout=60)
+
+
 def test_a_node_killed_with_a_hibernating_session_loses_no_message(nodes: Cluster) -> None:
     """kill -9 of the node that holds a stream-managed session: the stanzas it had sent but
     the client never acknowledged were copied to Redis as they went out; the node that
