@@ -129,7 +129,8 @@ class Driver:
         self.setup = Setup(self.workdir, DOMAIN, cert, key, cpu=args.server_cpu,
                            xmppd_storage=args.xmppd_storage,
                            cluster_storage=args.xmppd_cluster_storage,
-                           redis_url=args.redis_url)
+                           redis_url=args.redis_url,
+                           stream_management=getattr(args, "sm", False))
         self.servers: dict[str, Server] = {}
         self.skipped: dict[str, str] = {}
         for name in args.servers.split(","):
@@ -153,6 +154,8 @@ class Driver:
         cmd = ["taskset", "-c", self.args.gen_cpu, sys.executable, "-m", "bench.loadgen",
                *argv, "--port", str(srv.port), "--domain", DOMAIN, "--password", PASSWORD,
                "--server-cpu", self.args.server_cpu]
+        if getattr(self.args, "sm", False) and argv and argv[0] not in ("create-users", "mam"):
+            cmd.append("--sm")
         if pids:
             cmd += ["--server-pid", ",".join(map(str, pids))]
         errlog = srv.dir / "loadgen.stderr"
@@ -407,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="database URL for the xmppd-cluster server kind (PostgreSQL/MariaDB)")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
                    help="Redis of the xmppd-cluster server kind")
+    p.add_argument("--sm", action="store_true",
+                   help="clients enable XEP-0198 with resumption (answering the server's <r/>)")
     p.add_argument("--xmppd-storage", default="",
                    help="SQLAlchemy URL of an empty database for xmppd instead of its SQLite "
                         "file (e.g. postgresql+psycopg2://postgres@127.0.0.1/xmppd_bench)")

@@ -50,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--mechanism", choices=MECHANISMS, default="SCRAM-SHA-1")
     g.add_argument("--ca-file", help="verify the server certificate (default: not verified)")
     g.add_argument("--concurrency", type=int, default=50, help="logins in parallel")
+    g.add_argument("--sm", action="store_true",
+                   help="enable XEP-0198 stream management with resumption after binding")
     g.add_argument("--timeout", type=float, default=30.0, help="per protocol step")
     g = common.add_argument_group("measurement")
     g.add_argument("--server-pid", type=int_list, default=[], dest="server_pids",
@@ -124,7 +126,8 @@ def _timed(s: argparse.ArgumentParser, duration: float) -> None:
 def client_config(args: argparse.Namespace) -> ClientConfig:
     return ClientConfig(host=args.host, port=args.port, domain=args.domain,
                         password=args.password, tls=args.tls, mechanism=args.mechanism,
-                        ca_file=args.ca_file, timeout=args.timeout)
+                        ca_file=args.ca_file, timeout=args.timeout,
+                        stream_management=args.sm)
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:

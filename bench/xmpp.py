@@ -27,6 +27,7 @@ NS_CLIENT = "jabber:client"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SM = "urn:xmpp:sm:3"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 NS_PING = "urn:xmpp:ping"
 NS_REGISTER = "jabber:iq:register"
@@ -144,6 +145,8 @@ class ClientConfig:
     ca_file: str | None = None
     timeout: float = 30.0
     source: str | None = None  # local address to connect from (another 127.x on loopback)
+    # XEP-0198 with resumption after binding; <r/> is answered with <a h/>
+    stream_management: bool = False
 
     def ssl_context(self) -> ssl.SSLContext:
         return _ssl_context(self.ca_file)
@@ -190,6 +193,7 @@ class Connection(asyncio.Protocol):
         self.closed_event = asyncio.Event()
         self.tls_version = ""
         self.iq_waiters: dict[str, asyncio.Future[El]] = {}
+        self.sm_h: int | None = None  # stanzas handled since <enabled/> (None: SM off)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -230,6 +234,12 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def _element(self, el: El) -> None:
+        if self.sm_h is not None:
+            if el.name in ("message", "presence", "iq"):
+                self.sm_h = (self.sm_h + 1) % 2 ** 32
+            elif el.name == "r":
+                self.send(f"<a xmlns='{NS_SM}' h='{self.sm_h}'/>")
+                return
         if el.name == "stream:error":
             cond = next((c.name for c in el.children if c.name != "text"), "?")
             self.close_reason = f"stream error: {cond}"
@@ -391,6 +401,12 @@ class Connection(asyncio.Protocol):
         features = await self.connect()
         features = await self.authenticate(features)
         await self.bind(features)
+        if self.cfg.stream_management:
+            self.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+            el = await self.next()
+            if el.name != "enabled":
+                raise XmppError(f"stream management: <{el.name}/>")
+            self.sm_h = 0
         if presence:
             self.send("<presence/>")
         return time.perf_counter() - t0

@@ -36,12 +36,14 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.words.xish.domish import Element
 
+from cluster.handover import Handover
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.context import ServerContext
 from xmppd.errors import StanzaError, StreamError
 from xmppd.jid import JID
 from xmppd.logs import Logger
+from xmppd.portable import MOVED
 from xmppd.sessions import SHARED_FLAGS, SessionData
 from xmppd.xmlparser import parse_fragment
 
@@ -147,6 +149,7 @@ class Cluster:
         self._outbox: dict[str, tuple[list[dict[str, Any]], list[defer.Deferred[int]]]] = {}
         self._flush_call: Any = None
         self.hops = 0  # > 0 while a stanza that bounced between nodes is delivered again
+        self.handover = Handover(self)  # XEP-0198 resumption on another node
 
     @property
     def alive(self) -> set[str]:
@@ -293,6 +296,8 @@ class Cluster:
     async def _heartbeat(self) -> None:
         try:
             await self._announce_alive()
+            if self.left:  # stopped while that was on its way
+                return
             live = await self._live_nodes() | {self.node}
         except Exception:
             log.failure("cluster heartbeat failed")
@@ -315,6 +320,17 @@ class Cluster:
             "cluster node {node} {how}; {n} resources it still had ended{by}", node=node,
             how="left" if left else "is gone", n=len(proxies),
             by=" (reaping)" if reaper else "")
+        if reaper:
+            try:  # before the sessions end: their unacknowledged stanzas (handover.py)
+                await self.handover.rescue_node(node)
+            except Exception:
+                log.failure("rescuing the unacknowledged stanzas of node {node} failed",
+                            node=node)
+        for local in self.server.sessions.all():
+            successor = getattr(local, "successor", None)
+            if local.data.get("moved") and getattr(successor, "node", None) == node:
+                # handed over to it, and it died before binding it: nothing more comes
+                self.server.sessions.drop_local(local)
         for proxy in proxies:
             if reaper:
                 self.server.end_session(proxy, "cluster node lost")
@@ -341,7 +357,7 @@ class Cluster:
                 "bound_at": session.data[BOUND_AT], "available": session.available,
                 "priority": session.priority,
                 "presence": st.serialize(presence) if presence is not None else None,
-                "data": shared}
+                "data": shared, "moved": session.data.get(MOVED)}
 
     def bound(self, session: Session) -> None:
         now = self.server.clock.seconds()
@@ -391,7 +407,7 @@ class Cluster:
         if session.jid is None or token is None or self.left:
             return
         event = json.dumps({"op": "unbind", "node": self.node, "jid": str(session.jid),
-                            "token": token})
+                            "token": token, "moved": session.data.get(MOVED)})
         self._track(self.redis.eval(
             _SCRIPT_UNBIND, [self.user_key(session.jid.bare_str), self.events_channel],
             [session.jid.resource, token, event]))
@@ -426,9 +442,14 @@ class Cluster:
                 self._node_seen(state["node"])
                 self._remote_bound(state)
         elif op == "unbind" and msg["node"] != self.node:
-            proxy = self.server.sessions.remote(JID.parse(msg["jid"]))
+            jid = JID.parse(msg["jid"])
+            proxy = self.server.sessions.remote(jid)
             if proxy is not None and proxy.token == msg["token"]:
                 self._remote_unbound(proxy)
+            local = self.server.sessions.get_local(jid)
+            if (local is not None and local.data.get("moved")
+                    and local.data.get(TOKEN) == msg.get("moved")):
+                self.server.sessions.drop_local(local)  # it moved there, then ended
         elif op == "invalidate" and msg["node"] != self.node:
             self.server.caches.drop(msg["cache"], msg["key"])
         elif op == "left" and msg["node"] != self.node:
@@ -447,6 +468,17 @@ class Cluster:
         if proxy is not None and proxy.bound_at > state["bound_at"]:
             return  # an event about an older binding, overtaken already
         local = sessions.get_local(jid)
+        moved = state.get("moved")
+        moved_proxy = proxy is not None and proxy.token == moved
+        moved_local = local is not None and bool(local.data.get("moved")) and (
+            local.data.get(TOKEN) == moved)
+        if moved and (moved_proxy or moved_local):
+            # The session was resumed on that node (cluster/handover.py): the same session
+            # goes on there, so the resource is not ended (rooms, contacts see nothing).
+            if local is not None:
+                sessions.drop_local(local)
+            sessions.add_remote(RemoteSession(self, state))
+            return
         if local is not None:
             # Bound here and there at once: the later bind wins (RFC 6120 §7.7.2.2).
             mine = local.data.get(BOUND_AT, 0.0)
@@ -543,6 +575,12 @@ class Cluster:
             # handled here even if our view of the owner differs (no ping-pong)
             self._track(self.server.router.route(parse_fragment(msg["xml"]), None,
                                                  forwarded=True))
+            return
+        if op == "sm-take":
+            self.handover.on_take(msg)
+            return
+        if op == "sm-state":
+            self.handover.on_state(msg)
             return
         if op == "send":
             parsed = parse_fragment(msg["xml"])

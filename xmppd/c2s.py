@@ -56,7 +56,8 @@ class C2SSession(OrderedXmlStream):
         self.clean_close = False
         self.stanzas_in = 0  # stanzas handled since binding (XEP-0198 counts from this)
         self.superseded = False  # a resumed stream took this session over (XEP-0198)
-        self.successor: C2SSession | None = None  # ... namely this one (see adopt)
+        # ... namely this one (see adopt), or a proxy on the node it moved to (handover.py)
+        self.successor: Any = None
 
     # -- connection lifecycle ------------------------------------------------------------------
     def connectionMade(self) -> None:  # noqa: N802
@@ -354,6 +355,18 @@ class C2SSession(OrderedXmlStream):
         self.lang = old.lang or self.lang
         old.superseded = True
         old.successor = self
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
+
+    def adopt_moved(self, jid: JID, available: bool, priority: int, presence: Element | None,
+                    data: SessionData, lang: str | None) -> None:
+        """Become a session another cluster node held (cluster/handover.py): ``adopt`` with
+        the exported state instead of the old object."""
+        self.jid, self.jid_str = jid, str(jid)
+        self.available, self.priority, self.presence = available, priority, presence
+        self.data = data
+        self.lang = lang or self.lang
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         self._handshake_timer = None

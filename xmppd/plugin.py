@@ -324,6 +324,21 @@ class Host:
         """A resumed stream takes over a session (XEP-0198): see XmppServer.takeover."""
         self._server.takeover(old, new)  # type: ignore[arg-type]
 
+    @property
+    def handover(self) -> Any:
+        """Cluster: the XEP-0198 take-over between nodes (cluster/handover.py); None on a
+        single node."""
+        cluster = self._server.cluster
+        return cluster.handover if cluster is not None else None
+
+    def move_out(self, session: Session, node: str) -> None:
+        """The session continues on another cluster node (cluster/handover.py)."""
+        self._server.move_out(session, node)  # type: ignore[arg-type]
+
+    def move_in(self, session: Session, state: dict[str, Any]) -> None:
+        """Bind ``session`` as a session another cluster node held (cluster/handover.py)."""
+        self._server.move_in(session, state)  # type: ignore[arg-type]
+
     async def bounce(self, stanza: Element, err: StanzaError) -> None:
         """Answer ``stanza``'s sender with an error (never for errors or IQ results)."""
         await self._server.router.bounce(stanza, err)

@@ -35,7 +35,7 @@ from xmppd.metrics import Metrics
 from xmppd.plugin import Host, load_plugins, unload_plugins
 from xmppd.reload import ReloadReport
 from xmppd.router import Router
-from xmppd.sessions import Session, SessionManager
+from xmppd.sessions import Session, SessionData, SessionManager
 from xmppd.stats import Stats
 from xmppd.tls import CertStore, listener_tls
 from xmppd.usercache import UserCaches
@@ -312,8 +312,8 @@ class XmppServer:
 
     def end_session(self, session: Session, reason: str) -> None:
         """Unbind and announce the end of a session exactly once."""
-        if session.data.get("ended"):
-            return
+        if session.data.get("ended") or session.data.get("moved"):
+            return  # (moved: it goes on on another cluster node, cluster/handover.py)
         session.data["ended"] = True
         self.sessions.unbind(session)
         host = self.hosts[session.host]
@@ -338,6 +338,35 @@ class XmppServer:
         self.sessions.replace(old, new)
         if not old.closed:
             old.abort()
+
+    def move_out(self, session: C2SSession, node: str) -> None:
+        """The session continues on cluster node ``node`` (cluster/handover.py step 3): not
+        ended here; whatever reaches the old object is forwarded there. It stays in the
+        session table until ``node``'s binding replaces it (Cluster._remote_bound), so a
+        stanza routed here meanwhile is forwarded too."""
+        assert self.cluster is not None and session.jid is not None
+        session.data["moved"] = True
+        if isinstance(session.data, SessionData):
+            session.data.on_change = None
+        session.superseded = True
+        session.successor = self.cluster.handover.forwarder(node, session.jid)
+        if not session.closed:
+            session.abort()
+
+    def move_in(self, session: C2SSession, state: dict[str, Any]) -> None:
+        """Bind ``session`` as the continuation of a session another node held
+        (cluster/handover.py step 4), with its exported state."""
+        from xmppd.portable import MOVED, import_data, import_presence
+
+        data = SessionData()
+        dict.update(data, import_data(state["data"]))
+        if state.get("token"):
+            dict.__setitem__(data, MOVED, state["token"])
+        session.adopt_moved(JID.parse(state["jid"]), bool(state["available"]),
+                            int(state["priority"]), import_presence(state), data,
+                            state.get("lang"))
+        self.sessions.attach(session)
+        self.session_bound(session)
 
     def _replaced(self, old: Session) -> None:
         self.end_session(old, "replaced")

@@ -166,6 +166,36 @@ class SessionManager:
         if listener is not None and isinstance(new.data, SessionData):
             new.data.on_change = lambda: listener.changed(new)
 
+    def attach(self, session: Session) -> None:
+        """Bind ``session`` under its JID as the continuation of a session that another
+        cluster node held (cluster/handover.py): that node's proxy goes without a word."""
+        jid = session.jid
+        assert jid is not None
+        resources = self._users.setdefault(jid.bare_str, {})
+        old = resources.get(jid.resource)
+        resources[jid.resource] = session
+        if old is not None and old is not session:  # bound here meanwhile: RFC 6120 §7.7.2.2
+            if self.on_replaced is not None:
+                self.on_replaced(old)
+            old.close(StreamError("conflict", "Replaced by new connection"))
+        remote = self._remote.get(jid.bare_str)
+        if remote is not None and remote.pop(jid.resource, None) is not None and not remote:
+            del self._remote[jid.bare_str]
+        if self.listener is not None:
+            self.listener.bound(session)
+
+    def drop_local(self, session: Session) -> bool:
+        """Forget a local session that continues on another node (no unbind is announced:
+        the other node's binding replaced it)."""
+        jid = session.jid
+        resources = self._users.get(jid.bare_str) if jid is not None else None
+        if jid is None or not resources or resources.get(jid.resource) is not session:
+            return False
+        del resources[jid.resource]
+        if not resources:
+            del self._users[jid.bare_str]
+        return True
+
     # -- other nodes' resources (cluster) -----------------------------------------------------
     def add_remote(self, proxy: Any) -> None:
         self._remote.setdefault(proxy.jid.bare_str, {})[proxy.jid.resource] = proxy

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IDelayedCall
 from twisted.words.xish.domish import Element
 
+from plugins.smacks import anywhere
+from plugins.smacks.state import MOD, NS, Options, SMState, failure
 from xmppd import hooks as H
 from xmppd import stanza as st
 from xmppd.errors import StanzaError, StreamError
@@ -25,40 +25,7 @@ from xmppd.jid import JID
 from xmppd.plugin import Plugin
 from xmppd.sessions import Session
 
-NS = "urn:xmpp:sm:3"
-MOD = 2 ** 32
-
-
-@dataclass(frozen=True)
-class Options:
-    resume_timeout: float = 300.0  # seconds a dropped stream waits to be resumed
-    max_resume_timeout: float = 3600.0  # the most a client may ask for with max=
-    ack_delay: float = 1.0  # seconds after sending before the server asks for an ack
-    max_unacked: int = 5000  # a client that never acks is disconnected beyond this
-
-
-@dataclass
-class SMState:
-    session: Any
-    resume_id: str | None
-    timeout: float
-    in_offset: int = 0  # stanzas handled by earlier streams of this session
-    in_base: int = 0  # session.stanzas_in when SM was enabled on the current stream
-    sent: int = 0  # stanzas sent (mod 2^32)
-    acked: int = 0  # last h the client reported
-    queue: deque[Element] = field(default_factory=deque)
-    timer: IDelayedCall | None = None
-    ack_timer: IDelayedCall | None = None
-
-    def handled(self) -> int:
-        return (self.in_offset + self.session.stanzas_in - self.in_base) % MOD
-
-
-def _failure(condition: str, h: int | None = None) -> Element:
-    failed = st.make("failed", NS, {"h": str(h)} if h is not None else None)
-    st.add(failed, condition, st.NS_STANZAS)
-    return failed
-
+__all__ = ["MOD", "NS", "Options", "SMState", "StreamManagement"]
 
 class StreamManagement(Plugin):
     name = "smacks"
@@ -68,6 +35,9 @@ class StreamManagement(Plugin):
 
     def setup(self) -> None:
         self.resumable: dict[str, SMState] = {}
+        self.resuming: set[str] = set()  # previds a <resume/> (or a take-over) is settling
+        self.host.on(H.SERVER_STARTED, self.started)
+        self._provide()  # loaded into a running server (at start the cluster comes later)
         self.host.on(H.STREAM_FEATURES, self.features_)
         self.host.on(H.C2S_NONZA, self.nonza)
         self.host.on(H.STANZA_DELIVER, self.deliver, priority=-100)
@@ -76,6 +46,18 @@ class StreamManagement(Plugin):
         self.host.on(H.SASL2_FEATURES, self.sasl2_features)
         self.host.on(H.SASL2_SUCCESS, self.sasl2_success)
         self.host.on(H.BIND2_REQUEST, self.bind2)
+
+    def _provide(self) -> Any:
+        handover = self.host.handover
+        if handover is not None:  # cluster: resumption on another node (cluster/handover.py)
+            handover.provide(self.host.domain, self.export, self.late, self.rescue)
+        return handover
+
+    def started(self, _: None) -> None:
+        handover = self._provide()
+        if handover is not None:
+            # what a previous run of this node left (killed, restarted before it was reaped)
+            self.host.track(Deferred.fromCoroutine(handover.rescue_node(handover.node)))
 
     def teardown(self) -> None:
         for state in list(self.resumable.values()):
@@ -104,7 +86,7 @@ class StreamManagement(Plugin):
         return True
 
     def _failed(self, session: Session, condition: str, h: int | None = None) -> None:
-        session.send_raw(st.serialize(_failure(condition, h)))
+        session.send_raw(st.serialize(failure(condition, h)))
 
     async def enable(self, session: Session, el: Element) -> None:
         """§3: after binding, once per stream."""
@@ -116,7 +98,7 @@ class StreamManagement(Plugin):
     def _enable(self, session: Session, el: Element) -> Element:
         """Enable SM on the session; the <enabled/> (or <failed/>) to answer with."""
         if "sm" in session.data:
-            return _failure("unexpected-request")
+            return failure("unexpected-request")
         resume = el.getAttribute("resume") in ("true", "1")
         timeout = self.options.resume_timeout
         if el.getAttribute("max"):
@@ -124,13 +106,15 @@ class StreamManagement(Plugin):
                 timeout = max(0.0, min(float(el.getAttribute("max", "")),
                                        self.options.max_resume_timeout))
             except ValueError:
-                return _failure("bad-request")
+                return failure("bad-request")
         rid = secrets.token_urlsafe(18) if resume else None
         state = SMState(session, rid, timeout, in_base=getattr(session, "stanzas_in", 0))
         session.data["sm"] = state
         attrs = {}
         if rid is not None:
             self.resumable[rid] = state
+            if self.host.handover is not None:
+                self.host.handover.register(rid, session.jid)
             attrs = {"id": rid, "resume": "true", "max": str(int(timeout))}
         return st.make("enabled", NS, attrs)
 
@@ -199,12 +183,15 @@ class StreamManagement(Plugin):
             return f"h={h} but only {state.sent} sent"
         return None
 
-    @staticmethod
-    def _acked(state: SMState, h_attr: str | None) -> None:
+    def _acked(self, state: SMState, h_attr: str | None) -> None:
         h = int(h_attr or "")
-        for _ in range((h - state.acked) % MOD):
+        count = (h - state.acked) % MOD
+        for _ in range(count):
             state.queue.popleft()
         state.acked = h
+        handover = self.host.handover
+        if count and handover is not None and state.resume_id is not None:
+            handover.mirror_trim(state.resume_id, count)
 
     # -- outbound counting ----------------------------------------------------------------------
     def deliver(self, ev: H.DeliverEvent) -> bool:
@@ -213,6 +200,9 @@ class StreamManagement(Plugin):
             return False
         state.queue.append(ev.stanza)
         state.sent = (state.sent + 1) % MOD
+        if state.resume_id is not None and self.host.handover is not None:
+            # a copy outside this process: a node killed with the session loses nothing
+            self.host.handover.mirror_push(state.resume_id, st.serialize(ev.stanza))
         if len(state.queue) > self.options.max_unacked:
             self._overflow(state)
         elif state.ack_timer is None or not state.ack_timer.active():
@@ -226,9 +216,8 @@ class StreamManagement(Plugin):
         gets <policy-violation/> and, having lost resumability, ends when it closes; a
         hibernating one (no stream to tell) ends now. Either way the unacknowledged
         messages go to offline storage (``closed``)."""
-        if state.resume_id is not None:
-            self.resumable.pop(state.resume_id, None)
-            state.resume_id = None
+        self._forget(state)
+        state.resume_id = None
         if state.timer is not None and state.timer.active():
             state.timer.cancel()
             state.timer = None
@@ -256,9 +245,14 @@ class StreamManagement(Plugin):
 
     def _expire(self, state: SMState) -> None:
         state.timer = None
-        if state.resume_id is not None:
-            self.resumable.pop(state.resume_id, None)
         self.host.end_session(state.session, "resumption timeout")
+
+    def _forget(self, state: SMState) -> None:
+        rid = state.resume_id
+        if rid is not None and self.resumable.get(rid) is state:
+            del self.resumable[rid]
+            if self.host.handover is not None:
+                self.host.handover.forget(rid)
 
     async def _settle_old(self, el: Element) -> None:
         """<resumed h/> tells the client what the server handled: the old stream's written
@@ -268,10 +262,48 @@ class StreamManagement(Plugin):
             await self.host.settled(state.session)
 
     async def resume(self, session: Session, el: Element) -> None:
-        await self._settle_old(el)
+        rid = el.getAttribute("previd", "")
+        if rid in self.resuming:  # another <resume/> of it is under way: §5, one wins
+            self._failed(session, "item-not-found")
+            return
+        handover = self.host.handover
+        if handover is not None:
+            # Cluster: the session may be on another node, and a <resume/> on another node
+            # may race this one; the claim decides (cluster/handover.py step 2).
+            owner = await handover.claim(rid)
+            if owner == "" and rid in self.resumable:
+                owner = handover.node  # Redis forgot it; it is here all the same
+            if not owner:
+                if owner == "":
+                    handover.drop(rid)  # the claim made for nothing
+                self._failed(session, "item-not-found")
+                return
+            if owner != handover.node or rid not in self.resumable:
+                await self._resume_from(session, el, rid, owner)
+                return
+        self.resuming.add(rid)
+        try:
+            await self._settle_old(el)
+        finally:
+            self.resuming.discard(rid)
         answer, again = self._resume(session, el)
+        if handover is not None and rid in self.resumable:
+            handover.register(rid, self.resumable[rid].session.jid)  # ours again
         session.send_raw(st.serialize(answer))
         self._send_again(session, again)
+
+    # -- resumption on another cluster node (plugins/smacks/anywhere.py) -------------------------
+    async def _resume_from(self, session: Session, el: Element, rid: str, owner: str) -> None:
+        await anywhere.resume_from(self, session, el, rid, owner)
+
+    async def export(self, rid: str, user: str, node: str) -> dict[str, Any] | None:
+        return await anywhere.export(self, rid, user, node)
+
+    async def late(self, moved: dict[str, Any]) -> None:
+        await anywhere.late(self, moved)
+
+    async def rescue(self, user: str, xmls: list[str]) -> None:
+        await anywhere.rescue(self, user, xmls)
 
     def _send_again(self, session: Session, stanzas: list[Element]) -> None:
         """The stanzas the client never acknowledged, in the framing of the new stream (a
@@ -289,7 +321,7 @@ class StreamManagement(Plugin):
         old = state.session if state is not None else None
         if (state is None or old is None or old.jid is None or old.jid.bare_str != user
                 or session.jid is not None or old.data.get("ended")):
-            return _failure("item-not-found"), []  # §5: unknown, expired or not yours
+            return failure("item-not-found"), []  # §5: unknown, expired or not yours
         problem = self._bad_h(state, el.getAttribute("h"))
         if problem is not None:
             # §6: an error about <resume/> is a <failed/> on the stream that sent it (the old
@@ -298,7 +330,7 @@ class StreamManagement(Plugin):
             # it never acknowledged goes to offline storage for the resource it binds next.
             self.log.info("{jid} resumed with {problem}; session ended", jid=str(old.jid),
                           problem=problem)
-            answer = _failure("undefined-condition", state.handled())
+            answer = failure("undefined-condition", state.handled())
             self.host.end_session(old, "resumed with a bad count")
             old.close(StreamError("undefined-condition", problem))  # if it was still open
             return answer, []
@@ -323,8 +355,7 @@ class StreamManagement(Plugin):
         state: SMState | None = ev.session.data.get("sm")
         if state is None:
             return
-        if state.resume_id is not None:
-            self.resumable.pop(state.resume_id, None)
+        self._forget(state)
         for t in (state.timer, state.ack_timer):
             if t is not None and t.active():
                 t.cancel()
