@@ -61,7 +61,7 @@ async def resume_from(sm: StreamManagement, session: Session, el: Element, rid: 
         session.close(StreamError("undefined-condition", problem))
         return
     sm._acked(state, el.getAttribute("h"))
-    sm.host.hooks.fire_sync(H.SESSION_RESUMED, H.SessionEvent(session))
+    sm.host.fire_sync(H.SESSION_RESUMED, H.SessionEvent(session))
     if state.queue:
         state.ack_timer = sm.host.clock.callLater(sm.options.ack_delay, sm._ask, state)
     sm.log.info("{jid} resumed from node {node}; {n} stanzas sent again",
