@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests.support.barrier import barrier
 from tests.support.client import connect, run
 from tests.support.raw import C, RawStream, stanza_error
 from tests.support.server import ServerProcess
@@ -84,7 +85,7 @@ def test_archive_filters_paging_and_ids(server: ServerProcess) -> None:
         m = ca.make_message(mto=c, mtype="chat")
         m.xml.append(ET.Element("{http://jabber.org/protocol/chatstates}composing"))
         m.send()  # no body: not archived (§5.1.1)
-        await asyncio.sleep(1.0)
+        await barrier(ca, cc)  # routed, so archived before any later query reads
         raw = await RawStream.open(server.c2s_port)
         await raw.login(str(server.ca.ca_file), a.split("@")[0], apw, resource="q")
         everything, iq = await mam_query(raw, rsm="<max>250</max>")
@@ -190,12 +191,12 @@ def test_preferences_and_delete_my_archive(server: ServerProcess) -> None:
         cc = await connect(server, c + "/x")
         cb.send_message(mto=a, mbody="keep me", mtype="chat")
         cc.send_message(mto=a, mbody="forget me", mtype="chat")
-        await asyncio.sleep(1.0)
+        await barrier(cb, cc)
         res, _ = await mam_query(raw, qid="p2")
         assert bodies(res) == ["keep me"]
         iq = await raw.iq(f"<prefs xmlns='{MAM}' default='never'/>", type_="set", id_="p3")
         cb.send_message(mto=a, mbody="not archived", mtype="chat")
-        await asyncio.sleep(1.0)
+        await barrier(cb)
         res, _ = await mam_query(raw, qid="p4")
         assert bodies(res) == ["keep me"]
         iq = await raw.iq("<purge xmlns='urn:xmppd:mam:purge:0'/>", type_="set", id_="p5")
@@ -219,7 +220,7 @@ def test_sent_messages_are_archived_once_and_self_messages_once(server: ServerPr
         ca.send_message(mto="nobody@unknown.invalid", mbody="to a dead end", mtype="chat")
         ca.send_message(mto=a, mbody="note to self", mtype="chat")
         await ca.next_message(where=lambda m: m["body"] == "note to self")
-        await asyncio.sleep(0.5)
+        await barrier(ca)
         raw = await RawStream.open(server.c2s_port)
         await raw.login(str(server.ca.ca_file), a.split("@")[0], apw, resource="q")
         res, _ = await mam_query(raw)
