@@ -36,6 +36,16 @@ async def barrier(*streams: Client | RawStream, timeout: float = 30.0) -> None:
             await s.plugin["xep_0199"].send_ping(s.boundjid.domain, timeout=timeout)
 
 
+async def barrier_to(x: Client, y: Client, timeout: float = 30.0) -> None:
+    """A ping from ``x`` to ``y``'s full JID, which y's client answers: a barrier across two
+    servers or two cluster nodes. Their links keep order (one s2s stream; in a cluster one
+    Redis connection per node for what it publishes, one subscription that receives both the
+    state events and the stanzas), so when the answer is back, y's server has handled what
+    x's server sent it before (a session's new flags, a cache invalidation, stanzas), and y
+    has read what was written to it before the ping."""
+    await x.plugin["xep_0199"].send_ping(y.boundjid.full, timeout=timeout)
+
+
 def drain(queue: asyncio.Queue[T]) -> list[T]:
     """What a client's queue holds now (after a barrier: everything sent to it so far)."""
     out: list[T] = []
