@@ -129,7 +129,10 @@ def test_tcp_drops_of_a_multi_session_occupant(server: ServerProcess) -> None:
         await join(two, room, "Me")
         await next_from(owner, f"{room}/Me")
         one.abort()
-        await asyncio.sleep(1.0)
+        # The server tells the user's other resources last, after the directed-presence
+        # targets (the room among them): once two hears of it, the room has handled the drop.
+        await two.next_presence(where=lambda p: str(p["from"]) == f"{jid}/one"
+                                and p["type"] == "unavailable")
         owner.send_message(mto=room, mbody="still?", mtype="groupchat")
         await next_from(two, f"{room}/Owner", kind="message", where=lambda m: m["body"] == "still?")
         assert not [p for p in _queued(owner.presences) if p["type"] == "unavailable"]
