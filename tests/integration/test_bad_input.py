@@ -359,22 +359,6 @@ def test_whitespace_keepalives_and_clean_close(srv: ServerProcess) -> None:
     run(body())
 
 
-def test_handshake_must_finish(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory
-                               ) -> None:
-    gen = start_server(tmp_path_factory.mktemp("hs"), "sqlite", ca,
-                       config={"limits": {"handshake_timeout": 1.0}})
-    s = next(gen)
-    try:
-        async def body() -> None:
-            raw = await RawStream.open(s.c2s_port)
-            await raw.open_stream()
-            assert await raw.stream_error(timeout=10) == "connection-timeout"
-
-        run(body())
-    finally:
-        gen.close()
-
-
 def test_shutdown_sends_system_shutdown(ca: CertAuthority,
                                         tmp_path_factory: pytest.TempPathFactory) -> None:
     gen = start_server(tmp_path_factory.mktemp("shut"), "sqlite", ca)

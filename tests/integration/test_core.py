@@ -218,33 +218,6 @@ def test_ping_disco_version_time(server: ServerProcess) -> None:
     run(body())
 
 
-def test_server_pings_idle_clients(tmp_path_factory: pytest.TempPathFactory,
-                                   ca: CertAuthority) -> None:
-    """XEP-0199 keepalive: an answering client stays; a silent one gets connection-timeout."""
-    gen = start_server(tmp_path_factory.mktemp("ping"), "sqlite", ca,
-                       config={"plugins": {"ping": {"interval": 1.0, "timeout": 2.0}}})
-    srv = next(gen)
-    try:
-        alive, _ = srv.new_user()
-        silent, pw = srv.new_user()
-
-        async def body() -> None:
-            c = await connect(srv, alive)
-            raw = await RawStream.open(srv.c2s_port)
-            await raw.login(str(srv.ca.ca_file), silent.split("@")[0], pw)
-            ping = await raw.read(timeout=10)
-            assert ping.tag == "{jabber:client}iq" and ping.get("type") == "get"
-            assert ping.find("{urn:xmpp:ping}ping") is not None
-            assert ping.get("from") == "localhost"
-            assert await raw.stream_error(timeout=10) == "connection-timeout"
-            assert c.is_connected()
-            await c.close()
-
-        run(body())
-    finally:
-        gen.close()
-
-
 def test_plain_tcp_login_when_tls_is_optional(tmp_path_factory: pytest.TempPathFactory,
                                               ca: CertAuthority) -> None:
     """With ``[tls] require_c2s = false`` a client may skip STARTTLS (RFC 6120 §5.3.1: the
