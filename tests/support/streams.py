@@ -154,9 +154,10 @@ class StreamClient:
     def closed_by_server(self) -> bool:
         return self.transport.lost or self.transport.aborted
 
-    def closed(self) -> None:
-        """The server closed the connection: the transport reports it gone."""
+    def close(self) -> None:
+        """A clean close: </stream:stream>, then the connection ends."""
         if not self.session.closed:
+            self.send("</stream:stream>")
             self.session.connectionLost(Failure(ConnectionDone()))
 
 
