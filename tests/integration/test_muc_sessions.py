@@ -6,13 +6,11 @@ temporary room vanishing."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 
 from tests.integration.test_muc_support import (
-    C,
     admin_set,
     close,
     codes,
@@ -80,34 +78,6 @@ def test_occupant_id_on_presence_and_210_on_entering(server: ServerProcess) -> N
         m = await next_message(owner, where=lambda m: m["body"] == "hi")
         assert m.xml.find(OID).get("id") == oid.get("id")  # type: ignore[union-attr]
         assert codes(await join(c, room, "Cafe\u0301")) == [110, 170, 210]
-        await close(owner, b, c)
-
-    run(body())
-
-
-def test_history_since_a_past_moment(server: ServerProcess) -> None:
-    room = new_room()
-
-    async def body() -> None:
-        owner, b, c = await users(server, 3, "rvsince")
-        await create(owner, room, "Owner")
-        await join(c, room, "Cee")
-        for n in range(4):
-            if n == 2:
-                await asyncio.sleep(1.1)
-                since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                await asyncio.sleep(1.1)
-            owner.send_raw(f"<message to='{room}' type='groupchat'><body>m{n}</body></message>")
-            await next_message(c, where=lambda m, n=n: m["body"] == f"m{n}")
-        b.send_raw(f"<presence to='{room}/Bee'><x xmlns='http://jabber.org/protocol/muc'>"
-                   f"<history since='{since}'/></x></presence>")
-        got = []
-        while True:
-            m = await next_message(b, where=lambda m: m["from"].bare == room)
-            if m.xml.find(C + "subject") is not None:
-                break
-            got.append(m["body"])
-        assert got == ["m2", "m3"]
         await close(owner, b, c)
 
     run(body())
