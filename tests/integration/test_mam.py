@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -75,9 +73,6 @@ def test_archive_filters_paging_and_ids(server: ServerProcess) -> None:
         # the delivered copy carries the archive id, stamped by the user's own account
         sids = [m.xml.find(f"{{{SID}}}stanza-id") for m in got]
         assert all(s is not None and s.get("by") == a for s in sids)
-        await asyncio.sleep(1.1)
-        middle = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        await asyncio.sleep(1.1)
         for i in range(10):
             ca.send_message(mto=c, mbody=f"a{i:02}", mtype="chat")
             cc.send_message(mto=a, mbody=f"c{i:02}", mtype="chat")
@@ -95,11 +90,7 @@ def test_archive_filters_paging_and_ids(server: ServerProcess) -> None:
         res, _ = await mam_query(raw, form=field("with", c))
         assert sorted(bodies(res)) == sorted([f"a{i:02}" for i in range(10)] +
                                              [f"c{i:02}" for i in range(10)] + ["typing only"])
-        # start / end
-        res, _ = await mam_query(raw, form=field("start", middle))
-        assert "b00" not in bodies(res) and len(res) == 21
-        res, _ = await mam_query(raw, form=field("end", middle))
-        assert bodies(res) == [f"b{i:02}" for i in range(30)]
+        # start / end need time to pass: tests/unit/test_mam_timing.py, on a Clock
         # forward paging with RSM
         pages: list[str] = []
         after = ""
