@@ -52,3 +52,11 @@ def drain(queue: asyncio.Queue[T]) -> list[T]:
     while not queue.empty():
         out.append(queue.get_nowait())
     return out
+
+
+def queued(queue: asyncio.Queue[T]) -> list[T]:
+    """Like ``drain`` but leaves the items queued, for later waits that look for them."""
+    items = drain(queue)
+    for item in items:
+        queue.put_nowait(item)
+    return items
