@@ -1,7 +1,8 @@
 """XEP-0198 resumption timeout as stream transcripts on a task.Clock (in process, no
 waiting): a dropped stream hibernates for ``resume_timeout`` seconds; resumed in time, the
 unacknowledged stanzas come again; past it, resumption fails with <item-not-found/> and
-they wait in offline storage (XEP-0198 §5, XEP-0160), delivered once."""
+they wait in offline storage (XEP-0198 §5, XEP-0160), delivered once. And an XEP-0199
+keepalive ping left unanswered across a resumption."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.streams import C, StreamClient, StreamServer, bind
+from tests.support.streams import C, StreamClient, StreamServer, bind, stream_error
 
 SM = "urn:xmpp:sm:3"
 PLUGINS = ["disco", "ping", "roster", "presence", "offline", "mam", "smacks"]
@@ -87,3 +88,34 @@ def test_no_resume_in_time_means_offline_delivery_once(srv: StreamServer) -> Non
     archived = [f.findtext(f"{C}message/{C}body") for f in again.read()
                 for f in f.iter("{urn:xmpp:forward:0}forwarded")]
     assert archived == [f"m{i}" for i in range(10)]
+
+
+def test_a_ping_left_unanswered_across_the_resumption_still_counts() -> None:
+    """XEP-0199 §4.2 as plugins/ping.py applies it: the server's ping went to a connection
+    that then died; the resumed stream is the same session, so when the ping's timeout
+    passes unanswered it ends the resumed stream (connection-timeout), even though later
+    pings are answered."""
+    srv = StreamServer(["disco", "ping", "roster", "presence", "smacks"], {
+        "smacks": {"resume_timeout": 300.0, "ack_delay": 0.2},
+        "ping": {"interval": 60.0, "timeout": 10.0}})
+    try:
+        a = srv.login("alice")
+        a.send(f"<enable xmlns='{SM}' resume='true'/>")
+        [enabled] = a.read()
+        srv.clock.advance(60)
+        first = [e for e in a.read() if e.find("{urn:xmpp:ping}ping") is not None]
+        assert len(first) == 1
+        a.drop()
+        srv.clock.advance(1)
+        new = srv.authenticated("alice")
+        new.send(f"<resume xmlns='{SM}' previd='{enabled.get('id')}' h='0'/>")
+        out = new.read()
+        assert out[0].tag == f"{{{SM}}}resumed"
+        assert [e.get("id") for e in out if e.find("{urn:xmpp:ping}ping") is not None] == [
+            first[0].get("id")]  # unacknowledged, so sent again; still not answered
+        srv.clock.advance(8.9)  # 9.9 s since the ping
+        assert stream_error(new.read()) is None and not new.closed_by_server
+        srv.clock.advance(0.2)
+        assert stream_error(new.read()) == "connection-timeout"
+    finally:
+        srv.close()
