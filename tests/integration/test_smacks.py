@@ -170,25 +170,30 @@ def test_server_restart_keeps_every_acknowledged_message(
         acked = 0
 
         async def flow() -> None:
+            # Bursts of ten messages, each followed by <r/>; the next burst goes once the
+            # server acknowledged the last (so several are in flight, and the pace follows
+            # the server's commits, not a timer). The server is stopped during burst 15.
             nonlocal acked
             raw = await RawStream.open(srv.c2s_port)
             await raw.login(str(srv.ca.ca_file), a.split("@")[0], apw, resource="s")
             await raw.enable_sm(resume=False)
             loop = asyncio.get_running_loop()
             killer = None
+            sent = 0
             try:
-                for i in range(400):
-                    await raw.send(f"<message to='{b}' type='chat'><body>m{i:03}</body>"
-                                   f"</message><r xmlns='{NS_SM}'/>")
-                    if i == 150:
+                for burst in range(40):
+                    if burst == 15:
                         killer = loop.run_in_executor(None, srv.stop, sig)
-                    while True:  # collect acks that have arrived, without waiting long
-                        try:
-                            el = await raw.read(timeout=0.05 if i < 150 else 0.5)
-                        except TimeoutError:
-                            break
+                    await raw.send("".join(
+                        f"<message to='{b}' type='chat'><body>m{i:03}</body></message>"
+                        f"<r xmlns='{NS_SM}'/>" for i in range(sent, sent + 10)))
+                    sent += 10
+                    while acked < sent:
+                        el = await raw.read(timeout=30)
                         if el.tag == q(NS_SM, "a"):
                             acked = max(acked, int(el.get("h", "0")))
+                        elif el.tag == "__stream_end__" or el.tag.endswith("}error"):
+                            raise ConnectionError(el.tag)
             except (ConnectionError, OSError, Exception):
                 pass  # the server went away mid-flow, as intended
             if killer is not None:
