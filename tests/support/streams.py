@@ -53,15 +53,20 @@ class StreamServer:
                  extra: dict[str, Any] | None = None) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        cfg = from_dict({
-            **(extra or {}),
+        data: dict[str, Any] = {
             "hosts": {DOMAIN: {}},
             "storage": {"url": "sqlite://"},
             "listeners": [],
             "tls": {"require_c2s": True},
             "auth": {"iteration_count": 4096},
             "plugins": {"enabled": plugins, **(options or {})},
-        })
+        }
+        for key, value in (extra or {}).items():  # more configuration, tables merged
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        cfg = from_dict(data)
         # A PLAIN login checks PBKDF2 in a thread: here inline (the fuzzer does the same).
         self._threads = xmppd.accounts.threads
         xmppd.accounts.threads = _InlineThreads  # type: ignore[assignment]

@@ -1,9 +1,11 @@
 """Timers of a client stream as transcripts on a task.Clock (in process, no waiting):
 XEP-0199 keepalive pings of idle clients (RFC 6120 §4.9.3.4 connection-timeout for a silent
-one) and the limit on how long an unauthenticated handshake may take."""
+one), the limit on how long an unauthenticated handshake may take, and the growing delay of
+failed logins' replies."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import pytest
@@ -61,3 +63,30 @@ def test_an_unfinished_handshake_is_closed(srv: StreamServer) -> None:
     quick = srv.login("busy")
     srv.clock.advance(30)
     assert stream_error(quick.read()) is None and not quick.closed_by_server
+
+
+def test_failed_logins_are_answered_later_and_later_then_the_stream_ends() -> None:
+    """Failure replies are held back once an address has failed ``throttle_after`` times,
+    doubling up to ``throttle_max_delay``; the fifth failure on a stream ends it
+    (not-authorized). On a Clock, the delays are checked to the tenth of a second."""
+    srv = StreamServer(["disco"], users=("many",),
+                       extra={"auth": {"throttle_after": 2, "throttle_max_delay": 2.0}})
+    try:
+        c = srv.connect()
+        c.feed(c2s_header())
+        c.read()
+        token = base64.b64encode(b"\0many\0nope").decode()
+        bad = ("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+               f"{token}</auth>")
+        failure = "{urn:ietf:params:xml:ns:xmpp-sasl}failure"
+        for delay in (0.0, 0.0, 1.0, 2.0, 2.0):
+            c.send(bad)
+            if delay:
+                srv.clock.advance(delay - 0.05)
+                assert not c.read()
+                srv.clock.advance(0.1)
+            out = c.read()
+            assert out and out[0].tag == failure, out
+        assert stream_error(out) == "not-authorized"
+    finally:
+        srv.close()
