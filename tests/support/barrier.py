@@ -41,8 +41,9 @@ async def barrier_to(x: Client, y: Client, timeout: float = 30.0) -> None:
     servers or two cluster nodes. Their links keep order (one s2s stream; in a cluster one
     Redis connection per node for what it publishes, one subscription that receives both the
     state events and the stanzas), so when the answer is back, y's server has handled what
-    x's server sent it before (a session's new flags, a cache invalidation, stanzas), and y
-    has read what was written to it before the ping."""
+    x's server sent it before (a session's new flags, stanzas), and y has read what was
+    written to it before the ping. (Not what that server then does in the background: a
+    cluster node reloads another's changed blocklist from storage after the event.)"""
     await x.plugin["xep_0199"].send_ping(y.boundjid.full, timeout=timeout)
 
 
