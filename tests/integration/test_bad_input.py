@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +21,9 @@ pytestmark = pytest.mark.integration
 def srv(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield from start_server(tmp_path_factory.mktemp("bad"), "sqlite", ca, config={
         "limits": {"max_stanza_size": 20000},
-        "auth": {"throttle_after": 2, "throttle_max_delay": 2.0},
+        # Failure replies are not held back here (the module's tests fail logins from one
+        # address); the throttle is tested on a Clock in tests/unit/test_stream_timers.py.
+        "auth": {"throttle_after": 1000},
     })
 
 
@@ -280,27 +281,12 @@ def test_wrong_password_then_retry_on_same_stream(srv: ServerProcess) -> None:
         for cond_el in (await raw.auth_plain(user, "wrong"), await raw.auth_plain(user, "bad")):
             assert cond_el.tag == q(NS_SASL, "failure")
             assert cond_el.find(q(NS_SASL, "not-authorized")) is not None
-        # From now on (throttle_after = 2) replies are delayed, but the stream stays usable.
-        started = time.monotonic()
-        third = await raw.auth_plain(user, "worse")
-        assert third.find(q(NS_SASL, "not-authorized")) is not None
-        assert time.monotonic() - started >= 0.9
+        # the stream stays usable (the growing delay of failure replies:
+        # tests/unit/test_stream_timers.py, on a Clock)
         ok = await raw.auth_plain(user, pw)
         assert ok.tag == q(NS_SASL, "success")
         await raw.open_stream()
         assert await raw.bind("again") == f"{jid}/again"
-
-    run(body())
-
-
-def test_too_many_failures_close_the_stream(srv: ServerProcess) -> None:
-    jid, _ = srv.new_user("many")
-
-    async def body() -> None:
-        raw = await tls_stream(srv)
-        for _ in range(5):
-            await raw.auth_plain(jid.split("@")[0], "nope")
-        assert await raw.stream_error() == "not-authorized"
 
     run(body())
 
@@ -357,22 +343,6 @@ def test_whitespace_keepalives_and_clean_close(srv: ServerProcess) -> None:
         assert await raw.eof()
 
     run(body())
-
-
-def test_handshake_must_finish(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory
-                               ) -> None:
-    gen = start_server(tmp_path_factory.mktemp("hs"), "sqlite", ca,
-                       config={"limits": {"handshake_timeout": 1.0}})
-    s = next(gen)
-    try:
-        async def body() -> None:
-            raw = await RawStream.open(s.c2s_port)
-            await raw.open_stream()
-            assert await raw.stream_error(timeout=10) == "connection-timeout"
-
-        run(body())
-    finally:
-        gen.close()
 
 
 def test_shutdown_sends_system_shutdown(ca: CertAuthority,

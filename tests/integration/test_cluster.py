@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from slixmpp.exceptions import IqError
 
 from tests.integration.test_muc_support import (
     PLUGINS,
@@ -29,6 +30,7 @@ from tests.integration.test_muc_support import (
 from tests.integration.test_muc_support import next_message as room_message
 from tests.integration.test_presence import befriend
 from tests.support import backends
+from tests.support.barrier import barrier, barrier_to, drain
 from tests.support.ca import CertAuthority
 from tests.support.client import Client, connect, run, wait_for
 from tests.support.metrics import fetch, parse, sample
@@ -149,7 +151,7 @@ def test_carbons_from_the_other_node(cluster: Cluster) -> None:
         ca2 = await connect(cluster.n2, a + "/laptop", plugins=("xep_0280",))
         messages(ca2)  # every message, carbons included (slixmpp's handler takes those)
         await ca2.plugin["xep_0280"].enable()
-        await asyncio.sleep(0.3)  # the flag reaches the other node's view of ca2
+        await barrier_to(ca2, ca)  # the flag reached n1's view of ca2 (n2 published it first)
         cb.send_message(mto=f"{a}/desk", mbody="direct to desk", mtype="chat")
         await ca.next_message(where=lambda m: m["body"] == "direct to desk")
         carbon = await room_message(
@@ -167,7 +169,7 @@ def test_offline_message_is_kept_for_a_user_who_logs_in_on_the_other_node(
         _a, ca, b, cb = await _two(cluster)
         await cb.close()
         ca.send_message(mto=b, mbody="while you were out", mtype="chat")
-        await asyncio.sleep(0.5)
+        await barrier(ca)
         cb = await connect(cluster.n1, b + "/back")
         m = await cb.next_message(where=lambda m: m["body"] == "while you were out")
         assert m.xml.find("{urn:xmpp:delay}delay") is not None
@@ -192,18 +194,36 @@ def test_resource_conflict_across_nodes(cluster: Cluster) -> None:
     run(body())
 
 
+async def until_reachable(x: Client, y: Client, reachable: bool, timeout: float = 15.0
+                          ) -> None:
+    """Ping y's full JID from x until it is answered (or refused, if not ``reachable``). A
+    node that learns of another's blocklist change reloads the list from storage and keeps
+    the old one in force until then (plugins/blocking.py), so no barrier says when the new
+    one applies there: each probe is a round trip, and the loop ends on the answer."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await x.plugin["xep_0199"].send_ping(y.boundjid.full, timeout=timeout)
+            answered = True
+        except IqError:
+            answered = False
+        if answered == reachable:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"still reachable={answered}"
+
+
 def test_blocking_applies_on_the_other_node(cluster: Cluster) -> None:
     async def body() -> None:
         a, ca, b, cb = await _two(cluster)
         await cb.plugin["xep_0191"].block(a)
-        await asyncio.sleep(0.3)
+        await until_reachable(ca, cb, False)
         ca.send_message(mto=b, mbody="can you hear me", mtype="chat")
         err = await ca.next_message(where=lambda m: m["type"] == "error")
         assert err["error"]["condition"] == "service-unavailable"
-        with pytest.raises(asyncio.TimeoutError):
-            await cb.next_message(timeout=1, where=lambda m: m["body"] == "can you hear me")
+        await barrier(cb)
+        assert not [m for m in drain(cb.messages) if m["body"] == "can you hear me"]
         await cb.plugin["xep_0191"].unblock(a)
-        await asyncio.sleep(0.3)
+        await until_reachable(ca, cb, True)
         ca.send_message(mto=b, mbody="and now", mtype="chat")
         await cb.next_message(where=lambda m: m["body"] == "and now")
         await ca.close()
@@ -275,7 +295,7 @@ def test_a_node_that_dies_takes_its_sessions_with_it(cluster: Cluster) -> None:
             assert await asyncio.to_thread(_cluster_nodes, cluster.n1) == 1
             assert f"{b}/phone" not in cluster.registry()
             ca.send_message(mto=b, mbody="are you there", mtype="chat")
-            await asyncio.sleep(0.5)
+            await barrier(ca)  # stored offline by n1, which knows n2 is gone
             cb.abort()
             again = await connect(cluster.n1, b + "/phone")
             await again.next_message(where=lambda m: m["body"] == "are you there")
@@ -316,7 +336,11 @@ def test_a_room_moves_to_the_surviving_node_with_its_latest_configuration(
         await configure(owner, room, {"persistentroom": "1", "roomname": "Second"})
         cluster.n2.kill()
         try:
-            await asyncio.sleep(4)  # node_timeout 2 s, heartbeat 0.5 s
+            # n1 counts n2 as gone once its heartbeat is older than node_timeout (2 s)
+            async def one_node() -> bool:
+                return await asyncio.to_thread(_cluster_nodes, cluster.n1) == 1
+
+            await wait_for(one_node, timeout=30)
             info = await iq(owner, "get", room, f"<query xmlns='{info_ns}'/>")
             ident = info.find(f"{{{info_ns}}}query/{{{info_ns}}}identity")
             assert ident is not None and ident.get("name") == "Second"

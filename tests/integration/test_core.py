@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from tests.conftest import start_server
+from tests.support.barrier import barrier, drain
 from tests.support.ca import CertAuthority
 from tests.support.client import Client, connect, run
 from tests.support.raw import NS_SASL, NS_TLS, RawStream, q
@@ -95,8 +96,8 @@ def test_from_is_stamped_and_cannot_be_spoofed(server: ServerProcess) -> None:
                     "</message>")
         await asyncio.wait_for(ca.gone, 10)
         assert "invalid-from" in ca.stream_errors
-        with pytest.raises(asyncio.TimeoutError):
-            await cb.next_message(timeout=1.0)
+        await barrier(cb)  # the server closed ca instead of routing the spoof
+        assert not drain(cb.messages)
         await cb.close()
 
     run(body())
@@ -116,9 +117,9 @@ def test_bare_jid_message_reaches_all_top_priority_resources(server: ServerProce
         for c in (hi1, hi2):
             m = await c.next_message(where=lambda m: m["type"] == "chat")
             assert m["body"] == "to the bare JID"
+        await barrier(low, neg)  # routed once hi1 and hi2 had it
         for c in (low, neg):
-            with pytest.raises(asyncio.TimeoutError):
-                await c.next_message(timeout=0.7, where=lambda m: m["type"] == "chat")
+            assert not [m for m in drain(c.messages) if m["type"] == "chat"]
         # A full JID reaches exactly that resource, even with negative priority.
         sender.send_message(mto=b + "/neg", mbody="direct", mtype="chat")
         m = await neg.next_message(where=lambda m: m["type"] == "chat")
@@ -216,33 +217,6 @@ def test_ping_disco_version_time(server: ServerProcess) -> None:
         await c.close()
 
     run(body())
-
-
-def test_server_pings_idle_clients(tmp_path_factory: pytest.TempPathFactory,
-                                   ca: CertAuthority) -> None:
-    """XEP-0199 keepalive: an answering client stays; a silent one gets connection-timeout."""
-    gen = start_server(tmp_path_factory.mktemp("ping"), "sqlite", ca,
-                       config={"plugins": {"ping": {"interval": 1.0, "timeout": 2.0}}})
-    srv = next(gen)
-    try:
-        alive, _ = srv.new_user()
-        silent, pw = srv.new_user()
-
-        async def body() -> None:
-            c = await connect(srv, alive)
-            raw = await RawStream.open(srv.c2s_port)
-            await raw.login(str(srv.ca.ca_file), silent.split("@")[0], pw)
-            ping = await raw.read(timeout=10)
-            assert ping.tag == "{jabber:client}iq" and ping.get("type") == "get"
-            assert ping.find("{urn:xmpp:ping}ping") is not None
-            assert ping.get("from") == "localhost"
-            assert await raw.stream_error(timeout=10) == "connection-timeout"
-            assert c.is_connected()
-            await c.close()
-
-        run(body())
-    finally:
-        gen.close()
 
 
 def test_plain_tcp_login_when_tls_is_optional(tmp_path_factory: pytest.TempPathFactory,

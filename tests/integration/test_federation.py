@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.backends import database
+from tests.support.barrier import barrier_to
 from tests.support.ca import CertAuthority
 from tests.support.client import Client, connect, pushed, run
 from tests.support.raw import NS_TLS, C, RawStream, stanza_error
@@ -364,7 +365,9 @@ def test_peer_stopping_mid_stream_loses_nothing(ca: CertAuthority, tmp_path: Pat
                     if m["type"] == "error":
                         bounced.add(m["body"])
                 i += 1
-            await asyncio.sleep(1)
+            # Over the s2s stream now up, in order after every message still queued for it;
+            # what bounced earlier was written to ca_ before the answer comes back.
+            await barrier_to(ca_, cb)
             while not cb.messages.empty():
                 delivered.add(cb.messages.get_nowait()["body"])
             while not ca_.messages.empty():

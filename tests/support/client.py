@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import slixmpp
 from slixmpp.stanza import Message, Presence
 
+from tests.support.barrier import barrier
 from tests.support.server import ServerProcess
 
 T = TypeVar("T")
@@ -95,7 +96,7 @@ async def connect(server: ServerProcess, jid: str, password: str | None = None,
             c.send_presence()
         else:
             c.send_presence(ppriority=priority)
-        await asyncio.sleep(0.05)
+        await barrier(c)  # the server has handled it (broadcast, offline delivery ...)
     return c
 
 

@@ -35,6 +35,7 @@ class RawStream:
         self.jid = ""
         self.sm_enabled = False
         self.h = 0  # XEP-0198: stanzas received since SM was enabled (or resumed)
+        self._barriers = 0
 
     def _new_parser(self) -> None:
         self.parser = ET.XMLPullParser(events=("start", "end"))
@@ -87,6 +88,24 @@ class RawStream:
         if self.sm_enabled and el.tag in (C + "message", C + "presence", C + "iq"):
             self.h = (self.h + 1) % 2 ** 32
         return el
+
+    async def barrier(self, timeout: float = 30.0) -> list[ET.Element]:
+        """A ping to the server (see tests/support/barrier.py); returns what arrived before
+        the answer, which stays queued for later reads (and is counted for SM then)."""
+        self._barriers += 1
+        pid = f"barrier{self._barriers}"
+        domain = self.jid.split("/")[0].split("@")[-1] if self.jid else "localhost"
+        await self.send(f"<iq type='get' id='{pid}' to='{domain}'>"
+                        "<ping xmlns='urn:xmpp:ping'/></iq>")
+        while True:
+            for i, el in enumerate(self.pending):
+                if el.tag == C + "iq" and el.get("id") == pid:
+                    assert el.get("type") == "result", ET.tostring(el)
+                    del self.pending[i]
+                    if self.sm_enabled:
+                        self.h = (self.h + 1) % 2 ** 32
+                    return self.pending[:i]
+            await self._fill(timeout)
 
     async def read_until(self, pred: Any, timeout: float = 10.0) -> ET.Element:
         """Read (and, with SM, count) elements until one matches ``pred``."""

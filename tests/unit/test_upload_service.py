@@ -305,3 +305,62 @@ def test_producer_writes_slices_and_cuts_a_short_file(tmp_path: Path) -> None:
         FileProducer(req, fh, [(5, 100)]).start()  # promised more than the file holds
         assert fh.closed
     assert req.body == b"56789" and channel.lost and not req.finished
+
+
+def _retry(err: st.Element) -> str | None:
+    e = st.child(err, "error", st.NS_CLIENT)
+    r = st.child(e, "retry", NS) if e is not None else None
+    return r.getAttribute("stamp") if r is not None else None
+
+
+def test_quotas_as_uploads_and_slots_expire(tmp_path: Path) -> None:
+    """XEP-0363 §5: the kept quota frees up when files expire or unused PUT URLs lapse, the
+    daily one only after 24 hours; the retry stamp says when (on a Clock: no waiting)."""
+    kb = 1000
+    srv = server(tmp_path, max_file_size=kb, quota=2 * kb, daily_quota=3 * kb,
+                 expire_after=100.0, slot_lifetime=10.0, cleanup_interval=5.0)
+    clock = srv.clock
+    clock.advance(1_700_000_000)
+    t0 = clock.seconds()
+    add_user(srv, "alice@localhost")
+    a = FakeSession(srv, "alice@localhost/x")
+    a.take()
+
+    def request(name: str, size: int) -> st.Element:
+        return iq(a, "upload.localhost",
+                  f"<request xmlns='{NS}' filename='{name}' size='{size}'/>")
+
+    # slots count at once; unused, they lapse with their URL and give their bytes back
+    slot(a, "a.bin", kb)
+    slot(a, "b.bin", kb)
+    err = request("c.bin", 1)
+    assert parse_error(err) == ("wait", "resource-constraint")
+    assert _retry(err) is None  # nothing stored, so nothing will expire
+    clock.advance(16)  # past the URL's lifetime, and a sweep ran
+    a_put, _ = slot(a, "a.bin", kb)  # the daily quota counts uploads, not slots
+    b_put, b_get = slot(a, "b.bin", kb)
+    assert put(srv, a_put, b"a" * kb).responseCode == 201
+    assert put(srv, b_put, b"b" * kb).responseCode == 201
+    err = request("c.bin", 10)
+    assert parse_error(err) == ("wait", "resource-constraint")
+    assert _retry(err) == "2023-11-14T22:15:16Z"  # t0 + 16 + 100: when the first expires
+    clock.advance(99)
+    assert parse_error(request("c.bin", 10)) == ("wait", "resource-constraint")
+    clock.advance(6)  # expired and swept: the kept quota is free
+    assert http(srv, b"GET", b_get).responseCode == 410
+    slot(a, "d.bin", kb)
+    err = request("e.bin", 1)  # the daily quota (3 kB) counts what was uploaded today
+    assert parse_error(err) == ("wait", "resource-constraint")
+    assert "daily" in (st.child_text(st.child(err, "error", st.NS_CLIENT), "text",
+                                      "urn:ietf:params:xml:ns:xmpp-stanzas") or "").lower()
+    assert _retry(err) is not None
+    assert t0 + 86400 <= _epoch(_retry(err)) <= t0 + 86400 + 30
+    clock.advance(86400)
+    slot(a, "e.bin", 1)
+
+
+def _epoch(stamp: str | None) -> float:
+    from xmppd.timeutil import parse_datetime
+
+    assert stamp is not None
+    return parse_datetime(stamp) / 1_000_000
