@@ -77,6 +77,18 @@ def test_bytes_before_the_header_are_bounded_though_expat_raises_nothing(piece: 
     assert condition(p, *[b"A" * piece] * (20_000 // piece + 1)) == "policy-violation"
 
 
+def test_an_unclosed_xml_declaration_over_the_header_budget_is_refused_before_a_scan() -> None:
+    """Found by the fuzzer: '<?xml version='1.0'' without '?>' and then 264 KB of small
+    tags; expat kept it all as one unfinished declaration and the guard walked every tag in
+    Python (130 ms) before refusing the size. The budget comes first now."""
+    p = XMLStreamParser(Sink(), max_stanza_bytes=262144)
+    scans: list[int] = []
+    real = p._scan
+    p._scan = lambda *a, **kw: scans.append(1) or real(*a, **kw)  # type: ignore[method-assign]
+    assert condition(p, b"<?xml version='1.0'" + b"<a>" * 20_000) == "policy-violation"
+    assert not scans
+
+
 def test_a_tag_completed_later_is_parsed_whole() -> None:
     p, sink = opened()
     for piece in (b"<message to='a@b' x='1>", b"2' ", b"y=\"'\"", b"><bo", b"dy>hi</body></mess",
