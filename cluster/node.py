@@ -136,6 +136,7 @@ class Cluster:
         self.prefix = cfg.prefix
         self.heartbeat = cfg.heartbeat
         self.node_timeout = cfg.node_timeout
+        self._connect_timeout = cfg.connect_timeout
         url = urlsplit(cfg.redis_url)
         self._redis_host = url.hostname or "127.0.0.1"
         self._redis_port = url.port or 6379
@@ -190,9 +191,18 @@ class Cluster:
 
     # -- start / stop -------------------------------------------------------------------------
     async def start(self) -> None:
-        self.redis = await txredisapi.Connection(
+        # Redis unreachable at start is a clear error, not a node that retries for ever
+        # before it listens (issue 19); once running, the connection reconnects by itself.
+        connecting = txredisapi.Connection(
             self._redis_host, self._redis_port, dbid=self._redis_db, reconnect=True,
             password=self._redis_password, convertNumbers=False)
+        connecting.addTimeout(self._connect_timeout, self.server.reactor)
+        try:
+            self.redis = await connecting
+        except defer.TimeoutError:
+            raise RuntimeError(
+                f"cluster: Redis at {self._redis_host}:{self._redis_port} did not answer "
+                f"within {self._connect_timeout:g} s (cluster.redis_url)") from None
         await self._clear_own_entries(self.redis)
         await self.redis.delete(f"{self.prefix}:reap:{self.node}")  # reapable again
         await self._announce_alive()

@@ -207,6 +207,7 @@ class ClusterConfig:
     prefix: str = "xmppd"  # Redis key and channel prefix (one cluster per prefix)
     heartbeat: float = 2.0  # seconds between liveness refreshes
     node_timeout: float = 6.0  # a node silent this long is gone and its sessions end
+    connect_timeout: float = 10.0  # at start: Redis must answer within this, or no start
 
 
 @dataclass(frozen=True)

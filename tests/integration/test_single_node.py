@@ -8,12 +8,16 @@ c2s listener on port 0, and talks XMPP to it over TCP.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support.ca import CertAuthority
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +118,21 @@ def test_a_configured_cluster_without_the_redis_libraries_is_a_clear_error(
     out = run(REFUSES, tmp_path)
     assert "refused: cluster.redis_url is set but txredisapi is not installed: " \
            "pip install 'xmppd[cluster]'" in out, out
+
+
+def test_redis_unreachable_at_start_is_a_clear_error_not_a_hang(
+        ca: CertAuthority, tmp_path: Path) -> None:
+    """Issue 19, bad input: a node whose Redis does not answer exits with a message naming
+    it (it retried for ever before, never listening)."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    port = closed.getsockname()[1]
+    try:
+        srv = ServerProcess(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", ca, config={
+            "cluster": {"redis_url": f"redis://127.0.0.1:{port}/0", "connect_timeout": 1.0}})
+        with pytest.raises(RuntimeError) as exc:
+            srv.start(timeout=30)
+        assert "exited with 1" in str(exc.value)
+        assert f"Redis at 127.0.0.1:{port} did not answer within 1 s" in srv.log()
+    finally:
+        closed.close()
