@@ -214,13 +214,15 @@ class ReactorLag:
         self._due = 0.0
         self._call: IDelayedCall | None = None
 
-    def start(self) -> None:
-        self._due = self.clock.seconds() + self.interval
-        self._call = self.clock.callLater(self.interval, self._fired)
+    def start(self, delay: float = 0.0) -> None:
+        """The first probe is due at once (the series has a sample from the first reactor
+        turn on, not only after an interval), the next ones every ``interval``."""
+        self._due = self.clock.seconds() + delay
+        self._call = self.clock.callLater(delay, self._fired)
 
     def _fired(self) -> None:
         self.histogram.observe(max(0.0, self.clock.seconds() - self._due))
-        self.start()
+        self.start(self.interval)
 
     def stop(self) -> None:
         if self._call is not None and self._call.active():
