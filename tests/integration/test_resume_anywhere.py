@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_cluster import Cluster, _node
+from tests.integration.test_cluster import Cluster, _node, _settled
 from tests.integration.test_muc_support import PLUGINS as MUC_PLUGINS
 from tests.integration.test_muc_support import close, create, messages
 from tests.integration.test_resume_state import (
@@ -68,6 +68,7 @@ def nodes(request: pytest.FixtureRequest, ca: CertAuthority,
         for n in procs:
             n.start()
         try:
+            _settled(procs)
             yield Cluster(procs, redis_url, prefix)
         finally:
             codes = [n.stop() for n in procs]
@@ -356,6 +357,7 @@ def test_a_node_killed_with_a_hibernating_session_loses_no_message(nodes: Cluste
         finally:
             r.close()
             n1.start()
+            _settled([n1, n2])  # the next test must not meet a half-seen cluster
 
     run(body(), timeout=60)
 
