@@ -269,7 +269,12 @@ class C2SSession(OrderedXmlStream):
             if bind is not None and el.getAttribute("type") == "set":
                 self._bind(el, bind)
                 return None
-            self.send(error_reply(el, StanzaError("not-authorized")))
+            # No full JID yet: the answer names nobody (a 'from' the client wrote is not an
+            # address to echo back, RFC 6120 §8.1.2.1; found by the fuzzer).
+            reply = error_reply(el, StanzaError("not-authorized"))
+            reply.attributes.pop("to", None)
+            reply.attributes.pop("from", None)
+            self.send(reply)
             return None
         if el.uri != st.NS_CLIENT:
             return self._nonza(el)  # e.g. XEP-0198 <resume/> before binding

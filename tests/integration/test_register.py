@@ -137,6 +137,25 @@ def test_a_preauth_answer_carries_no_address_the_client_wrote(server: ServerProc
     run(body())
 
 
+def test_an_answer_before_binding_carries_no_address_the_client_wrote(
+        server: ServerProcess) -> None:
+    """Found by the fuzzer (seed 20261209): authenticated but not bound, an IQ claiming
+    another user's JID in 'from' got its <not-authorized/> addressed to that JID."""
+    jid, pw = server.new_user("unbound")
+
+    async def body() -> None:
+        raw = await RawStream.open(server.c2s_port)
+        await raw.authenticate(str(server.ca.ca_file), jid.split("@")[0], pw)
+        await raw.send("<iq type='get' id='u1' from='alice@localhost'>"
+                       "<query xmlns='jabber:iq:private'/></iq>")
+        res = await raw.read()
+        assert res.get("id") == "u1" and stanza_error(res) == ("auth", "not-authorized")
+        assert res.get("to") is None and res.get("from") is None, ET.tostring(res)
+        raw.close()
+
+    run(body())
+
+
 def test_change_password(server: ServerProcess) -> None:
     jid, pw = server.new_user("pw")
 
