@@ -67,20 +67,23 @@ def _bool(value: str) -> bool | None:
     return {"1": True, "true": True, "0": False, "false": False}.get(value.strip())
 
 
+def _field_value(kind: str, value: Any, sort: bool = False) -> str | list[str]:
+    """A stored setting as XEP-0004 field values: booleans as 1/0, lists as they are
+    (sorted when the order means nothing), the rest as text."""
+    if kind == "bool":
+        return "1" if value else "0"
+    if kind == "multi":
+        return sorted(value) if sort else list(value)
+    return str(value)
+
+
 # -- PEP ---------------------------------------------------------------------------------------
 def node_form(config_json: str) -> Element:
     cfg = NodeConfig.from_json(config_json)
     form = Form("submit")
     form.add("FORM_TYPE", "hidden", NODE_CONFIG)
     for var, (name, kind, _label) in FIELDS.items():
-        value = getattr(cfg, name)
-        if kind == "bool":
-            value = "1" if value else "0"
-        elif kind == "multi":
-            value = list(value)
-        else:
-            value = str(value)
-        form.add(var, FORM_FIELD_TYPES[kind], value)
+        form.add(var, FORM_FIELD_TYPES[kind], _field_value(kind, getattr(cfg, name)))
     return form.to_element()
 
 
@@ -131,14 +134,7 @@ def room_form(config: dict[str, Any]) -> Element:
     for var, (name, kind, _choices) in ROOM_FIELDS.items():
         if name not in config:
             continue
-        value = config[name]
-        if kind == "bool":
-            value = "1" if value else "0"
-        elif kind == "multi":
-            value = sorted(value)
-        else:
-            value = str(value)
-        form.add(var, ROOM_TYPES[kind], value)
+        form.add(var, ROOM_TYPES[kind], _field_value(kind, config[name], sort=True))
     return form.to_element()
 
 
