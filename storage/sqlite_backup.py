@@ -79,16 +79,7 @@ def sqlite_snapshot(source: Path, target: Path) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        src = sqlite3.connect(source, timeout=30)
-        dst = sqlite3.connect(tmp)
-        try:
-            # pages=-1: one step under one read transaction, so the copy is one snapshot
-            # (stepwise copies restart whenever another connection writes).
-            src.backup(dst, pages=-1)
-            dst.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            dst.close()
-            src.close()
+        _copy_pages(sqlite3.connect(source, timeout=30), sqlite3.connect(tmp), "DELETE")
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
@@ -100,18 +91,23 @@ def sqlite_snapshot(source: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _copy_pages(src: sqlite3.Connection, dst: sqlite3.Connection, journal_mode: str) -> None:
+    """Every page of ``src`` into ``dst``, which then keeps ``journal_mode``; both closed.
+    pages=-1: one step under one read transaction, so the copy is one snapshot (stepwise
+    copies restart whenever another connection writes)."""
+    try:
+        src.backup(dst, pages=-1)
+        dst.execute(f"PRAGMA journal_mode={journal_mode}")
+    finally:
+        dst.close()
+        src.close()
+
+
 def copy_into(backup: Path, target: Path) -> None:
     """Copy the pages of ``backup`` over ``target`` (created if missing), which keeps or
     gets WAL mode, as the server runs it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        src = readonly(backup)
-        dst = sqlite3.connect(target, timeout=30)
-        try:
-            src.backup(dst, pages=-1)
-            dst.execute("PRAGMA journal_mode=WAL")
-        finally:
-            dst.close()
-            src.close()
+        _copy_pages(readonly(backup), sqlite3.connect(target, timeout=30), "WAL")
     except sqlite3.Error as exc:
         raise BackupError(f"restore into {target} failed: {exc}") from None
