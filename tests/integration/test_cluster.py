@@ -82,22 +82,28 @@ def cluster(ca: CertAuthority, tmp_path_factory: pytest.TempPathFactory) -> Iter
     prefix = f"xmppd-test-{secrets.token_hex(4)}"
     with backends.database("postgres", tmp) as url:
         nodes = [_node(tmp / name, url, ca, redis_url, prefix, name) for name in ("n1", "n2")]
-        for n in nodes:
-            n.start()
-        try:
-            _settled(nodes)
-            yield Cluster(nodes, redis_url, prefix)
-        finally:
-            codes_ = [n.stop() for n in nodes]
-            r = redis.Redis.from_url(redis_url)
-            keys = list(r.scan_iter(f"{prefix}:*"))
-            if keys:
-                r.delete(*keys)
-            r.close()
-            for n, code in zip(nodes, codes_, strict=True):
-                problems = n.tracebacks()
-                assert not problems, "node logged errors:\n" + "\n".join(problems)
-                assert code == 0, f"node exited with {code}:\n{n.log()[-3000:]}"
+        yield from running(nodes, redis_url, prefix)
+
+
+def running(nodes: list[ServerProcess], redis_url: str, prefix: str) -> Iterator[Cluster]:
+    """Start the nodes, yield them once each counts the whole cluster; stop them, clear the
+    cluster's Redis keys and insist no node logged errors or exited badly."""
+    for n in nodes:
+        n.start()
+    try:
+        _settled(nodes)
+        yield Cluster(nodes, redis_url, prefix)
+    finally:
+        codes = [n.stop() for n in nodes]
+        r = redis.Redis.from_url(redis_url)
+        keys = list(r.scan_iter(f"{prefix}:*"))
+        if keys:
+            r.delete(*keys)
+        r.close()
+        for n, code in zip(nodes, codes, strict=True):
+            problems = n.tracebacks()
+            assert not problems, "node logged errors:\n" + "\n".join(problems)
+            assert code == 0, f"node exited with {code}:\n{n.log()[-3000:]}"
 
 
 def _node(tmp: Path, url: str, ca: CertAuthority, redis_url: str, prefix: str,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_cluster import Cluster, _node, _settled
+from tests.integration.test_cluster import Cluster, _node, _settled, running
 from tests.integration.test_muc_support import PLUGINS as MUC_PLUGINS
 from tests.integration.test_muc_support import close, create, messages
 from tests.integration.test_resume_state import (
@@ -53,7 +53,6 @@ def nodes(request: pytest.FixtureRequest, ca: CertAuthority,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two nodes on PostgreSQL, then on MariaDB (offline storage takes what a dead node's
     sessions had not got acknowledged)."""
-    import redis
 
     redis_url = backends.require("redis")
     tmp = tmp_path_factory.mktemp(f"anywhere-{request.param}")
@@ -65,22 +64,7 @@ def nodes(request: pytest.FixtureRequest, ca: CertAuthority,
             node.extra["plugins"] = {**node.extra.get("plugins", {}), "smacks": SMACKS}
             node._write_config()
             procs.append(node)
-        for n in procs:
-            n.start()
-        try:
-            _settled(procs)
-            yield Cluster(procs, redis_url, prefix)
-        finally:
-            codes = [n.stop() for n in procs]
-            r = redis.Redis.from_url(redis_url)
-            keys = list(r.scan_iter(f"{prefix}:*"))
-            if keys:
-                r.delete(*keys)
-            r.close()
-            for n, code in zip(procs, codes, strict=True):
-                problems = n.tracebacks()
-                assert not problems, "node logged errors:\n" + "\n".join(problems)
-                assert code == 0, f"node exited with {code}:\n{n.log()[-3000:]}"
+        yield from running(procs, redis_url, prefix)
 
 
 def bodies(els: list[ET.Element], prefix: str) -> list[str]:
